@@ -1,0 +1,1 @@
+//! duet code generator

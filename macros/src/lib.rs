@@ -1,0 +1,1 @@
+//! Attribute macros for duet service impls. Use them through `duet` (`#[duet::service]`).

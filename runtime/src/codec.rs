@@ -1,0 +1,57 @@
+//! How messages become bytes on duet's Iroh wire.
+//!
+//! gRPC always carries protobuf; on Iroh a service may choose postcard (the default: smaller and faster,
+//! but with no field tags, so both sides must share one schema) or protobuf (tolerant of schema change).
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::Status;
+
+/// Everything a message type needs to travel on both transports.
+///
+/// Implemented automatically for every prost message that also derives serde's traits, which is what
+/// `duet-codegen` generates.
+pub trait Message: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+
+impl<T> Message for T where T: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+
+/// The encoding of message bodies on the Iroh wire, chosen per service at build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WireCodec {
+    /// postcard: compact and fast; both peers must be built from the same schema (checked by fingerprint).
+    #[default]
+    Postcard,
+    /// protobuf: the same bytes as gRPC, tolerant of added or removed fields.
+    Protobuf,
+}
+
+impl WireCodec {
+    /// Encodes `msg`, refusing results larger than `limit` bytes with `RESOURCE_EXHAUSTED` (as tonic does).
+    pub fn encode<T: Message>(self, msg: &T, limit: usize) -> Result<Bytes, Status> {
+        let bytes = match self {
+            WireCodec::Postcard => postcard::to_stdvec(msg)
+                .map_err(|e| Status::internal(format!("failed to encode message: {e}")))?,
+            WireCodec::Protobuf => msg.encode_to_vec(),
+        };
+        if bytes.len() > limit {
+            return Err(Status::resource_exhausted(format!(
+                "encoded message length too large: found {} bytes, the limit is: {} bytes",
+                bytes.len(),
+                limit
+            )));
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Decodes one message body. A body that does not parse is `INTERNAL`, as in tonic.
+    pub fn decode<T: Message>(self, body: &[u8]) -> Result<T, Status> {
+        match self {
+            WireCodec::Postcard => postcard::from_bytes(body)
+                .map_err(|e| Status::internal(format!("failed to decode message: {e}"))),
+            WireCodec::Protobuf => {
+                T::decode(body).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Calls over stock gRPC, made with tonic's own client so the wire is exactly tonic's.
+
+use futures_util::Stream;
+use http::uri::PathAndQuery;
+use tonic::GrpcMethod;
+use tonic::client::Grpc;
+use tonic::transport::Channel as TonicChannel;
+use tonic_prost::ProstCodec;
+
+use crate::channel::CallOptions;
+use crate::codec::Message;
+use crate::method::MethodDesc;
+use crate::{Request, Response, Status, Streaming, Transport, deadline};
+
+async fn ready(channel: &TonicChannel, opts: &CallOptions) -> Result<Grpc<TonicChannel>, Status> {
+    let mut grpc = Grpc::new(channel.clone())
+        .max_decoding_message_size(opts.limits.max_decoding_message_size)
+        .max_encoding_message_size(opts.limits.max_encoding_message_size);
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("gRPC channel not ready: {e}")))?;
+    Ok(grpc)
+}
+
+fn prepare<T>(mut req: Request<T>, desc: &MethodDesc, opts: &CallOptions) -> Request<T> {
+    if let Some(t) = deadline::effective(req.metadata(), opts.timeout) {
+        req.set_timeout(t);
+    }
+    req.extensions_mut().insert(GrpcMethod::new(desc.service, desc.method));
+    req
+}
+
+fn tag<T>(mut resp: Response<T>) -> Response<T> {
+    resp.extensions_mut().insert(Transport::Grpc);
+    resp
+}
+
+/// Enforces the deadline on the client as well, so a silent server cannot hold the caller past it.
+async fn within<T>(
+    req_timeout: Option<std::time::Duration>,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match req_timeout {
+        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
+        None => fut.await,
+    }
+}
+
+pub(crate) async fn unary<Req: Message, Resp: Message>(
+    channel: &TonicChannel,
+    req: Request<Req>,
+    desc: &'static MethodDesc,
+    opts: &CallOptions,
+) -> Result<Response<Resp>, Status> {
+    let req = prepare(req, desc, opts);
+    within(deadline::from_metadata(req.metadata()), async {
+        let mut grpc = ready(channel, opts).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        grpc.unary(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
+    })
+    .await
+}
+
+pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
+    channel: &TonicChannel,
+    req: Request<Req>,
+    desc: &'static MethodDesc,
+    opts: &CallOptions,
+) -> Result<Response<Streaming<Resp>>, Status> {
+    let req = prepare(req, desc, opts);
+    within(deadline::from_metadata(req.metadata()), async {
+        let mut grpc = ready(channel, opts).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        let resp = grpc.server_streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
+        Ok(tag(resp.map(Streaming::from_grpc)))
+    })
+    .await
+}
+
+pub(crate) async fn client_streaming<S, Req, Resp>(
+    channel: &TonicChannel,
+    req: Request<S>,
+    desc: &'static MethodDesc,
+    opts: &CallOptions,
+) -> Result<Response<Resp>, Status>
+where
+    S: Stream<Item = Req> + Send + 'static,
+    Req: Message,
+    Resp: Message,
+{
+    let req = prepare(req, desc, opts);
+    within(deadline::from_metadata(req.metadata()), async {
+        let mut grpc = ready(channel, opts).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        grpc.client_streaming(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
+    })
+    .await
+}
+
+pub(crate) async fn bidi<S, Req, Resp>(
+    channel: &TonicChannel,
+    req: Request<S>,
+    desc: &'static MethodDesc,
+    opts: &CallOptions,
+) -> Result<Response<Streaming<Resp>>, Status>
+where
+    S: Stream<Item = Req> + Send + 'static,
+    Req: Message,
+    Resp: Message,
+{
+    let req = prepare(req, desc, opts);
+    within(deadline::from_metadata(req.metadata()), async {
+        let mut grpc = ready(channel, opts).await?;
+        let codec = ProstCodec::<Req, Resp>::default();
+        let resp = grpc.streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
+        Ok(tag(resp.map(Streaming::from_grpc)))
+    })
+    .await
+}

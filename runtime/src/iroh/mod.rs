@@ -1,0 +1,61 @@
+//! duet's native Iroh wire: postcard frames, one QUIC bidirectional stream per call, ALPN `duet/1`.
+//!
+//! See the crate docs for the frame layout. The pieces: [`frame`] (the codec), the server dispatcher
+//! ([`IrohService`], driven by [`crate::Server`]), the client calls (used by [`crate::Channel`]), the
+//! per-peer [`Connector`], and [`endpoint`] helpers for building endpoints.
+
+pub mod endpoint;
+pub mod frame;
+
+mod client;
+pub(crate) mod connector;
+pub(crate) mod recv;
+mod send;
+mod server;
+mod wire;
+
+pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
+pub use connector::Connector;
+pub use server::{IrohService, ServerCall};
+pub(crate) use server::DuetProtocol;
+
+use iroh::endpoint::VarInt;
+use tonic::{Code, Status};
+
+use crate::metadata_wire;
+use wire::Trailer;
+
+/// The ALPN of duet's native wire.
+pub const ALPN: &[u8] = b"duet/1";
+
+/// Stream error code for a call abandoned by either side (HTTP/2's CANCEL).
+pub(crate) const CANCEL: VarInt = VarInt::from_u32(8);
+
+pub(crate) fn status_from_io(e: &std::io::Error) -> Status {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionReset => Status::cancelled(format!("stream reset by peer: {e}")),
+        _ => Status::unavailable(format!("connection lost: {e}")),
+    }
+}
+
+pub(crate) fn trailer_from_status(status: &Status) -> Trailer {
+    Trailer {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: status.details().to_vec().into(),
+        metadata: metadata_wire::to_wire(status.metadata().clone()),
+    }
+}
+
+pub(crate) fn ok_trailer() -> Trailer {
+    Trailer { code: 0, message: String::new(), details: Default::default(), metadata: vec![] }
+}
+
+/// The status a trailer carries; `Err` when the trailer itself is malformed.
+pub(crate) fn status_from_trailer(t: Trailer) -> Status {
+    let metadata = match metadata_wire::from_wire(t.metadata) {
+        Ok(m) => m,
+        Err(s) => return s,
+    };
+    Status::with_details_and_metadata(Code::from_i32(t.code), t.message, t.details, metadata)
+}

@@ -1,0 +1,147 @@
+//! Reading frames from a QUIC receive stream as a stream of messages.
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_util::Stream;
+use iroh::endpoint::RecvStream;
+use tokio::task::AbortHandle;
+use tokio::time::Sleep;
+use tokio_util::codec::FramedRead;
+use tonic::metadata::MetadataMap;
+
+use super::frame::{Frame, FrameDecoder, FrameKind};
+use super::wire::Trailer;
+use crate::Status;
+use crate::codec::{Message, WireCodec};
+
+pub(crate) type Frames = FramedRead<RecvStream, FrameDecoder>;
+
+pub(crate) fn frames(recv: RecvStream, max_message: usize) -> Frames {
+    FramedRead::new(recv, FrameDecoder::new(max_message))
+}
+
+/// Which end of a call is reading: the client's stream ends with a trailer, the server's with FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+/// Aborts the task writing a bidi call's requests when the response stream is dropped.
+pub(crate) struct AbortOnDrop(pub AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(crate) struct IrohStream<T> {
+    frames: Frames,
+    codec: WireCodec,
+    role: Role,
+    done: bool,
+    trailers: Option<MetadataMap>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    _writer: Option<AbortOnDrop>,
+    _msg: PhantomData<fn() -> T>,
+}
+
+impl<T> IrohStream<T> {
+    pub fn new(frames: Frames, codec: WireCodec, role: Role) -> Self {
+        Self {
+            frames,
+            codec,
+            role,
+            done: false,
+            trailers: None,
+            deadline: None,
+            _writer: None,
+            _msg: PhantomData,
+        }
+    }
+
+    pub fn with_deadline(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        self
+    }
+
+    pub fn with_writer(mut self, writer: AbortOnDrop) -> Self {
+        self._writer = Some(writer);
+        self
+    }
+
+    pub fn take_trailers(&mut self) -> Option<MetadataMap> {
+        self.trailers.take()
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Option<Result<T, Status>>
+    where
+        T: Message,
+    {
+        match (frame.kind, self.role) {
+            (FrameKind::Message, _) => {
+                let decoded = self.codec.decode(&frame.body);
+                self.done = decoded.is_err();
+                Some(decoded)
+            }
+            (FrameKind::Trailer, Role::Client) => {
+                self.done = true;
+                let status = match postcard::from_bytes::<Trailer>(&frame.body) {
+                    Ok(t) => super::status_from_trailer(t),
+                    Err(e) => Status::internal(format!("malformed trailer: {e}")),
+                };
+                if status.code() == tonic::Code::Ok {
+                    self.trailers = Some(status.metadata().clone());
+                    None
+                } else {
+                    Some(Err(status))
+                }
+            }
+            (kind, _) => {
+                self.done = true;
+                Some(Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))))
+            }
+        }
+    }
+}
+
+impl<T: Message> Stream for IrohStream<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.done = true;
+            return Poll::Ready(Some(Err(crate::deadline::exceeded())));
+        }
+        loop {
+            let next = ready!(Pin::new(&mut this.frames).poll_next(cx));
+            let item = match next {
+                Some(Ok(frame)) => this.on_frame(frame),
+                Some(Err(e)) => {
+                    this.done = true;
+                    Some(Err(e.to_status()))
+                }
+                None => {
+                    this.done = true;
+                    match this.role {
+                        Role::Server => None,
+                        Role::Client => Some(Err(Status::internal("protocol error: stream ended without a trailer"))),
+                    }
+                }
+            };
+            // A successful trailer ends the stream: `None` from `on_frame` with `done` set.
+            if item.is_some() || this.done {
+                return Poll::Ready(item);
+            }
+        }
+    }
+}

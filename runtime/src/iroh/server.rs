@@ -1,0 +1,354 @@
+//! The Iroh side of a server: accepts connections on ALPN `duet/1`, one task per stream, dispatch by
+//! method path, deadline and cancellation around every handler.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use http::Extensions;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh::EndpointId;
+use tokio_util::task::TaskTracker;
+use tonic::metadata::MetadataMap;
+
+use super::frame::{Frame, FrameKind};
+use super::recv::{self, Frames, IrohStream, Role};
+use super::send::FrameSender;
+use super::wire::{self, RequestHeader, ResponseHeader};
+use super::{ok_trailer, trailer_from_status};
+use crate::codec::{Message, WireCodec};
+use crate::limits::Limits;
+use crate::method::MethodDesc;
+use crate::peer::IrohPeer;
+use crate::{BoxStream, Request, Response, Status, Streaming, deadline, metadata_wire};
+
+/// How long a new stream may take to deliver its request header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A service as the Iroh dispatcher sees it. `duet-codegen` implements this for every generated
+/// `<Service>Server`; you rarely implement it by hand.
+pub trait IrohService: Send + Sync + 'static {
+    /// The fully qualified proto name, `pkg.Service`.
+    fn name(&self) -> &'static str;
+    /// Runs one call of `method` (the proto method name) to completion.
+    fn call(&self, method: &str, call: ServerCall) -> BoxFuture<'static, ()>;
+}
+
+/// One incoming call on the Iroh wire, handed to [`IrohService::call`]. Generated dispatchers pick the
+/// method's shape ([`ServerCall::unary`] and friends), which decode, run the handler under the call's
+/// deadline and cancellation, and write the response.
+pub struct ServerCall {
+    metadata: MetadataMap,
+    timeout: Option<Duration>,
+    fingerprint: u64,
+    frames: Frames,
+    send: FrameSender,
+    limits: Limits,
+    peer: EndpointId,
+}
+
+impl fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerCall").field("peer", &self.peer).field("timeout", &self.timeout).finish()
+    }
+}
+
+enum Reply<T> {
+    One(Response<T>),
+    Many(Response<BoxStream<T>>),
+}
+
+enum Outcome {
+    Done,
+    Cancelled,
+    Deadline,
+}
+
+async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec) -> Result<T, Status> {
+    match frames.next().await {
+        Some(Ok(Frame { kind: FrameKind::Message, body })) => codec.decode(&body),
+        Some(Ok(Frame { kind, .. })) => Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))),
+        Some(Err(e)) => Err(e.to_status()),
+        None => Err(Status::internal("Missing request message.")),
+    }
+}
+
+impl ServerCall {
+    /// Runs a unary handler.
+    pub fn unary<Req, Resp, F, Fut>(self, desc: &'static MethodDesc, handler: F) -> BoxFuture<'static, ()>
+    where
+        Req: Message,
+        Resp: Message,
+        F: FnOnce(Request<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        self.run(desc, move |mut frames, md, ext| async move {
+            let msg = read_one::<Req>(&mut frames, desc.codec).await?;
+            handler(Request::from_parts(md, ext, msg)).await.map(Reply::One)
+        })
+    }
+
+    /// Runs a server-streaming handler.
+    pub fn server_streaming<Req, Resp, F, Fut>(self, desc: &'static MethodDesc, handler: F) -> BoxFuture<'static, ()>
+    where
+        Req: Message,
+        Resp: Message,
+        F: FnOnce(Request<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
+    {
+        self.run(desc, move |mut frames, md, ext| async move {
+            let msg = read_one::<Req>(&mut frames, desc.codec).await?;
+            handler(Request::from_parts(md, ext, msg)).await.map(Reply::Many)
+        })
+    }
+
+    /// Runs a client-streaming handler.
+    pub fn client_streaming<Req, Resp, F, Fut>(self, desc: &'static MethodDesc, handler: F) -> BoxFuture<'static, ()>
+    where
+        Req: Message,
+        Resp: Message,
+        F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        self.run(desc, move |frames, md, ext| async move {
+            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server));
+            handler(Request::from_parts(md, ext, stream)).await.map(Reply::One)
+        })
+    }
+
+    /// Runs a bidi-streaming handler.
+    pub fn bidi<Req, Resp, F, Fut>(self, desc: &'static MethodDesc, handler: F) -> BoxFuture<'static, ()>
+    where
+        Req: Message,
+        Resp: Message,
+        F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
+    {
+        self.run(desc, move |frames, md, ext| async move {
+            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server));
+            handler(Request::from_parts(md, ext, stream)).await.map(Reply::Many)
+        })
+    }
+
+    /// Answers `UNIMPLEMENTED` for a method the service does not have.
+    pub fn unimplemented(self, method: &str) -> BoxFuture<'static, ()> {
+        let status = Status::unimplemented(format!("method {method} is not implemented"));
+        let mut send = self.send;
+        Box::pin(async move {
+            let _ = send.trailer(&trailer_from_status(&status)).await;
+        })
+    }
+
+    fn run<Resp, Make, Work>(self, desc: &'static MethodDesc, make: Make) -> BoxFuture<'static, ()>
+    where
+        Resp: Message,
+        Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
+        Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
+    {
+        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer } = self;
+        Box::pin(async move {
+            if fingerprint != desc.fingerprint {
+                let status = Status::failed_precondition(format!(
+                    "schema mismatch for {}: the client was built from a different version of the proto \
+                     (fingerprint {fingerprint:016x}, server {:016x}); regenerate both sides or call over gRPC",
+                    desc.path, desc.fingerprint
+                ));
+                let _ = send.trailer(&trailer_from_status(&status)).await;
+                return;
+            }
+            let mut ext = Extensions::new();
+            ext.insert(IrohPeer(peer));
+            let work = make(frames, metadata, ext);
+            let stopped = send.stream().stopped();
+            let outcome = {
+                let respond = respond(work, &mut send, desc.codec, limits.max_encoding_message_size);
+                tokio::pin!(respond);
+                let deadline = async {
+                    match timeout {
+                        Some(t) => tokio::time::sleep(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    _ = stopped => Outcome::Cancelled,
+                    _ = deadline => Outcome::Deadline,
+                    () = &mut respond => Outcome::Done,
+                }
+            };
+            match outcome {
+                Outcome::Done => {}
+                Outcome::Cancelled => tracing::debug!(path = desc.path, "call cancelled by the client"),
+                Outcome::Deadline => {
+                    tracing::debug!(path = desc.path, "deadline exceeded");
+                    // A half-written frame cannot be followed by a trailer: the drop then resets the stream.
+                    if !send.mid_frame() {
+                        let _ = send.trailer(&trailer_from_status(&deadline::exceeded())).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn respond<Resp: Message>(
+    work: impl Future<Output = Result<Reply<Resp>, Status>>,
+    send: &mut FrameSender,
+    codec: WireCodec,
+    limit: usize,
+) {
+    let reply = match work.await {
+        Ok(reply) => reply,
+        Err(status) => {
+            let _ = send.trailer(&trailer_from_status(&status)).await;
+            return;
+        }
+    };
+    let result = match reply {
+        Reply::One(response) => {
+            let (md, msg, _) = response.into_parts();
+            match codec.encode(&msg, limit) {
+                Err(status) => send.trailer(&trailer_from_status(&status)).await,
+                Ok(body) => async {
+                    send_header(send, md).await?;
+                    send.frame(FrameKind::Message, body).await?;
+                    send.trailer(&ok_trailer()).await
+                }
+                .await,
+            }
+        }
+        Reply::Many(response) => {
+            let (md, mut stream, _) = response.into_parts();
+            async {
+                send_header(send, md).await?;
+                while let Some(item) = stream.next().await {
+                    let sent = match item {
+                        Ok(msg) => match codec.encode(&msg, limit) {
+                            Ok(body) => send.frame(FrameKind::Message, body).await,
+                            Err(status) => return send.trailer(&trailer_from_status(&status)).await,
+                        },
+                        Err(status) => return send.trailer(&trailer_from_status(&status)).await,
+                    };
+                    sent?;
+                }
+                send.trailer(&ok_trailer()).await
+            }
+            .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "response not delivered");
+    }
+}
+
+async fn send_header(send: &mut FrameSender, md: MetadataMap) -> Result<(), Status> {
+    let header = ResponseHeader { metadata: metadata_wire::to_wire(md) };
+    send.frame(FrameKind::ResponseHeader, wire::encode(&header)).await
+}
+
+/// The services one Iroh endpoint serves, by fully qualified name.
+pub(crate) struct Registry {
+    services: HashMap<&'static str, Arc<dyn IrohService>>,
+    limits: Limits,
+    tracker: TaskTracker,
+}
+
+/// The `duet/1` protocol handler mounted on an iroh `Router`.
+#[derive(Clone)]
+pub(crate) struct DuetProtocol {
+    registry: Arc<Registry>,
+}
+
+impl fmt::Debug for DuetProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.registry.services.keys().collect();
+        f.debug_struct("DuetProtocol").field("services", &names).finish()
+    }
+}
+
+impl DuetProtocol {
+    pub fn new(services: Vec<Arc<dyn IrohService>>, limits: Limits, tracker: TaskTracker) -> Self {
+        let services = services.into_iter().map(|s| (s.name(), s)).collect();
+        Self { registry: Arc::new(Registry { services, limits, tracker }) }
+    }
+}
+
+impl ProtocolHandler for DuetProtocol {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id();
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let registry = self.registry.clone();
+            self.registry.tracker.spawn(async move { registry.serve_stream(peer, send, recv).await });
+        }
+        Ok(())
+    }
+}
+
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+}
+
+impl Registry {
+    async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream) {
+        let mut frames = recv::frames(recv, self.limits.max_decoding_message_size);
+        let mut send = FrameSender::new(send);
+        let header = match tokio::time::timeout(HEADER_TIMEOUT, frames.next()).await {
+            Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
+            Ok(None) => return,
+            Ok(Some(Err(e))) => Err(e.to_status()),
+            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => postcard::from_bytes::<RequestHeader>(&body)
+                .map_err(|e| Status::invalid_argument(format!("malformed request header: {e}"))),
+            Ok(Some(Ok(Frame { kind, .. }))) => {
+                Err(Status::internal(format!("protocol error: expected a request header, got a {kind:?} frame")))
+            }
+        };
+        let call = header.and_then(|h| {
+            let md = metadata_wire::from_wire(h.metadata)?;
+            Ok((h.path, md, h.timeout_micros, h.fingerprint))
+        });
+        let (path, metadata, timeout, fingerprint) = match call {
+            Ok(c) => c,
+            Err(status) => {
+                let _ = send.trailer(&trailer_from_status(&status)).await;
+                return;
+            }
+        };
+        let service = split_path(&path).and_then(|(s, m)| Some((self.services.get(s)?, m)));
+        let Some((service, method)) = service else {
+            let status = Status::unimplemented(format!("unknown service or malformed path {path:?}"));
+            let _ = send.trailer(&trailer_from_status(&status)).await;
+            return;
+        };
+        let call = ServerCall {
+            metadata,
+            timeout: timeout.map(Duration::from_micros),
+            fingerprint,
+            frames,
+            send,
+            limits: self.limits,
+            peer,
+        };
+        service.call(method, call).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(split_path("/a.B/C"), Some(("a.B", "C")));
+        assert_eq!(split_path("a.B/C"), None);
+        assert_eq!(split_path("/a.B/"), None);
+        assert_eq!(split_path("//C"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+    }
+}

@@ -1,0 +1,56 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod channel;
+mod codec;
+mod deadline;
+mod error;
+mod grpc;
+mod limits;
+mod metadata_wire;
+mod method;
+mod peer;
+mod server;
+mod streaming;
+
+pub mod iroh;
+
+pub use channel::{CallOptions, Channel, Transport};
+pub use codec::{Message, WireCodec};
+pub use error::Error;
+pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};
+pub use method::{MethodDesc, MethodKind};
+pub use peer::{Peer, RequestExt};
+pub use server::{DEFAULT_SHUTDOWN_GRACE, Server, ServerHandle, Service};
+pub use streaming::{BoxStream, Streaming};
+
+/// tonic's request, response, status and metadata types, used unchanged so tonic code ports as is.
+pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, metadata};
+
+/// The fingerprint every method of a service using the protobuf codec on Iroh carries: protobuf
+/// tolerates schema change, so there is nothing to compare.
+pub const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566; // "protobuf"
+
+/// Includes the code `duet-codegen` generated for a proto package, from `OUT_DIR`.
+///
+/// ```ignore
+/// pub mod pb {
+///     duet::include_proto!("node.v1");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_proto {
+    ($package:tt) => {
+        include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}
+
+/// What generated code refers to, so a user's crate needs only `duet` as a dependency.
+#[doc(hidden)]
+pub mod __codegen {
+    pub use futures_util::future::BoxFuture;
+    pub use prost;
+    pub use serde;
+    pub use tonic;
+    pub use tonic_prost;
+}

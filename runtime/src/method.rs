@@ -1,0 +1,37 @@
+//! Static descriptions of RPC methods, emitted by `duet-codegen` for every method of every service.
+
+use crate::codec::WireCodec;
+
+/// Which of gRPC's four call shapes a method has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MethodKind {
+    /// One request, one response.
+    Unary,
+    /// One request, a stream of responses.
+    ServerStreaming,
+    /// A stream of requests, one response.
+    ClientStreaming,
+    /// Streams both ways.
+    Bidi,
+}
+
+/// Everything the runtime needs to know about a method, fixed at build time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MethodDesc {
+    /// The gRPC path, `/pkg.Service/Method`.
+    pub path: &'static str,
+    /// The fully qualified service name, `pkg.Service`.
+    pub service: &'static str,
+    /// The method's proto name, `Method`.
+    pub method: &'static str,
+    /// The call shape.
+    pub kind: MethodKind,
+    /// True when the proto marks the method `NO_SIDE_EFFECTS` or `IDEMPOTENT`: such a call may be
+    /// retried on another transport after its request left.
+    pub idempotent: bool,
+    /// Fingerprint of the request and response message schemas, checked on the Iroh wire because
+    /// postcard has no field tags.
+    pub fingerprint: u64,
+    /// The body encoding on the Iroh wire.
+    pub codec: WireCodec,
+}

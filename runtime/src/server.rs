@@ -1,0 +1,211 @@
+//! Serving one set of service impls on a gRPC listener and an Iroh endpoint at once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iroh::protocol::Router;
+use iroh::{Endpoint, EndpointAddr};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tonic::service::RoutesBuilder;
+use tonic::transport::server::TcpIncoming;
+
+use crate::Error;
+use crate::iroh::{ALPN, DuetProtocol, IrohService};
+use crate::limits::Limits;
+
+/// Default time in-flight calls get to finish when a server shuts down.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A service that duet can serve on both transports. `duet-codegen` implements it for every generated
+/// `<Service>Server<T>`.
+pub trait Service: Send + Sync + 'static {
+    /// The fully qualified proto name, `pkg.Service`.
+    fn name(&self) -> &'static str;
+    /// The name operators use in config (`prefer_iroh_for`): snake_case of the proto name unless
+    /// overridden.
+    fn config_name(&self) -> &str;
+    /// Adds the tonic service to a gRPC router, with the server's limits.
+    fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits);
+    /// The dispatcher for the Iroh wire.
+    fn iroh(&self) -> Arc<dyn IrohService>;
+}
+
+enum GrpcListen {
+    Addr(SocketAddr),
+    Listener(TcpListener),
+}
+
+/// Serves service impls over gRPC, Iroh, or both.
+///
+/// ```no_run
+/// # async fn f(health: impl duet::Service) -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoint = duet::iroh::endpoint::bind_loopback().await?;
+/// let server = duet::Server::builder()
+///     .grpc("127.0.0.1:0".parse()?)
+///     .iroh(endpoint)
+///     .add_service(health)
+///     .serve()
+///     .await?;
+/// println!("gRPC on {:?}, Iroh at {:?}", server.grpc_addr(), server.iroh_addr());
+/// server.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    grpc: Option<GrpcListen>,
+    iroh: Option<Endpoint>,
+    services: Vec<Box<dyn Service>>,
+    limits: Limits,
+    grace: Duration,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self::builder()
+    }
+}
+
+impl Server {
+    /// A server with no transport and no service yet.
+    pub fn builder() -> Self {
+        Self { grpc: None, iroh: None, services: vec![], limits: Limits::default(), grace: DEFAULT_SHUTDOWN_GRACE }
+    }
+
+    /// Serves gRPC on a TCP listener bound to `addr` (port 0 picks a free port; see
+    /// [`ServerHandle::grpc_addr`]).
+    pub fn grpc(mut self, addr: SocketAddr) -> Self {
+        self.grpc = Some(GrpcListen::Addr(addr));
+        self
+    }
+
+    /// Serves gRPC on a listener you bound yourself.
+    pub fn grpc_listener(mut self, listener: TcpListener) -> Self {
+        self.grpc = Some(GrpcListen::Listener(listener));
+        self
+    }
+
+    /// Serves duet's native wire (ALPN `duet/1`) on an Iroh endpoint.
+    pub fn iroh(mut self, endpoint: Endpoint) -> Self {
+        self.iroh = Some(endpoint);
+        self
+    }
+
+    /// Largest request message accepted, on both transports (default 4 MiB).
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.limits.max_decoding_message_size = limit;
+        self
+    }
+
+    /// Largest response message sent, on both transports (default unlimited).
+    pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+        self.limits.max_encoding_message_size = limit;
+        self
+    }
+
+    /// How long [`ServerHandle::shutdown`] waits for in-flight calls.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Adds a service, served on every transport of this server.
+    pub fn add_service<S: Service>(mut self, service: S) -> Self {
+        self.services.push(Box::new(service));
+        self
+    }
+
+    /// Binds and starts serving in the background; the handle tells the bound addresses and stops it.
+    pub async fn serve(self) -> Result<ServerHandle, Error> {
+        if self.grpc.is_none() && self.iroh.is_none() {
+            return Err(Error::NoTransport);
+        }
+        let mut grpc_addr = None;
+        let mut grpc_task = None;
+        let mut grpc_stop = None;
+        if let Some(listen) = self.grpc {
+            let listener = match listen {
+                GrpcListen::Listener(l) => l,
+                GrpcListen::Addr(addr) => {
+                    TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?
+                }
+            };
+            grpc_addr = Some(listener.local_addr()?);
+            let mut routes = RoutesBuilder::default();
+            for s in &self.services {
+                s.add_grpc(&mut routes, &self.limits);
+            }
+            let (tx, rx) = oneshot::channel::<()>();
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let router = tonic::transport::Server::builder().add_routes(routes.routes());
+            grpc_task = Some(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })));
+            grpc_stop = Some(tx);
+        }
+        let tracker = TaskTracker::new();
+        let iroh = self.iroh.map(|endpoint| {
+            let services = self.services.iter().map(|s| s.iroh()).collect();
+            let protocol = DuetProtocol::new(services, self.limits, tracker.clone());
+            Router::builder(endpoint).accept(ALPN, protocol).spawn()
+        });
+        Ok(ServerHandle { grpc_addr, grpc_task, grpc_stop, iroh, tracker, grace: self.grace })
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    grpc_addr: Option<SocketAddr>,
+    grpc_task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    grpc_stop: Option<oneshot::Sender<()>>,
+    iroh: Option<Router>,
+    tracker: TaskTracker,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("iroh", &self.iroh.as_ref().map(|r| r.endpoint().id()))
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// The address the gRPC listener is bound to.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// The full Iroh address of the server's endpoint (id and bound sockets).
+    pub fn iroh_addr(&self) -> Option<EndpointAddr> {
+        self.iroh.as_ref().map(|r| crate::iroh::endpoint::addr(r.endpoint()))
+    }
+
+    /// The server's Iroh endpoint.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.iroh.as_ref().map(|r| r.endpoint())
+    }
+
+    /// Stops accepting calls, lets in-flight calls finish within the grace period, then closes.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.grpc_stop.take() {
+            let _ = stop.send(());
+        }
+        self.tracker.close();
+        let grpc = async {
+            if let Some(task) = self.grpc_task.take() {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(self.grace, async { tokio::join!(grpc, self.tracker.wait()) }).await;
+        if let Some(router) = self.iroh.take()
+            && let Err(e) = router.shutdown().await
+        {
+            tracing::warn!(error = %e, "iroh router did not shut down cleanly");
+        }
+    }
+}
