@@ -1,1 +1,357 @@
-//! duet code generator
+//! `duet-codegen`: the build.rs side of duet.
+//!
+//! From `.proto` files (parsed by protox, so no `protoc` is needed) it generates, per package, one Rust
+//! file in `OUT_DIR` holding:
+//!
+//! - the prost messages, with serde derives so they can travel as postcard;
+//! - tonic's own gRPC stubs (`<service>_server`, `<service>_client`), unchanged on the wire;
+//! - per service, duet's items: the trait `<Service>` the user implements once, the tonic adapter
+//!   `<Service>Tonic<T>`, `<Service>Server<T>` (mounts the impl on gRPC and on the Iroh wire),
+//!   `<Service>Client` (over a `duet::Channel`), and `<service>_methods` (method descriptors).
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     duet_codegen::configure().compile(&["proto/node.proto"], &["proto"])?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Bring the output in with `duet::include_proto!("package")`, or, when packages import one another,
+//! `duet::include_protos!()` which nests every package in modules named after it.
+
+mod emit;
+mod error;
+mod generator;
+mod options;
+mod schema;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use error::Error;
+pub use options::Codec;
+
+use generator::DuetGenerator;
+use schema::Schemas;
+
+/// The file `duet::include_protos!()` includes: every package nested in modules.
+pub const INCLUDE_FILE: &str = "_duet_includes.rs";
+
+/// Starts a builder with duet's defaults: server and client code, Iroh stubs for every service,
+/// postcard on the Iroh wire, `cargo:rerun-if-changed` for every proto read.
+pub fn configure() -> Builder {
+    Builder {
+        out_dir: None,
+        build_server: true,
+        build_client: true,
+        emit_rerun_if_changed: true,
+        file_descriptor_set_path: None,
+        type_attributes: vec![],
+        message_attributes: vec![],
+        enum_attributes: vec![],
+        field_attributes: vec![],
+        extern_paths: vec![],
+        iroh_services: None,
+        codecs: HashMap::new(),
+        config_names: HashMap::new(),
+    }
+}
+
+/// Compiles protos with the defaults of [`configure`].
+pub fn compile_protos(protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
+    configure().compile(protos, includes)
+}
+
+/// Code generation settings, in the style of `tonic-build`.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    out_dir: Option<PathBuf>,
+    build_server: bool,
+    build_client: bool,
+    emit_rerun_if_changed: bool,
+    file_descriptor_set_path: Option<PathBuf>,
+    type_attributes: Vec<(String, String)>,
+    message_attributes: Vec<(String, String)>,
+    enum_attributes: Vec<(String, String)>,
+    field_attributes: Vec<(String, String)>,
+    extern_paths: Vec<(String, String)>,
+    iroh_services: Option<Vec<String>>,
+    codecs: HashMap<String, Codec>,
+    config_names: HashMap<String, String>,
+}
+
+/// protobuf wrapper types become primitives and `Empty` becomes `()`, as prost does by default.
+const WELL_KNOWN_EXTERNS: [(&str, &str); 10] = [
+    (".google.protobuf.Empty", "()"),
+    (".google.protobuf.BoolValue", "bool"),
+    (".google.protobuf.BytesValue", "::duet::__codegen::prost::bytes::Bytes"),
+    (".google.protobuf.DoubleValue", "f64"),
+    (".google.protobuf.FloatValue", "f32"),
+    (".google.protobuf.Int32Value", "i32"),
+    (".google.protobuf.Int64Value", "i64"),
+    (".google.protobuf.StringValue", "::std::string::String"),
+    (".google.protobuf.UInt32Value", "u32"),
+    (".google.protobuf.UInt64Value", "u64"),
+];
+
+impl Builder {
+    /// Where to write the generated files (default `OUT_DIR`).
+    pub fn out_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.out_dir = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Generate server code: the tonic server stubs, the adapter and `<Service>Server` (default on).
+    pub fn build_server(mut self, enable: bool) -> Self {
+        self.build_server = enable;
+        self
+    }
+
+    /// Generate client code: tonic's client stubs and `<Service>Client` (default on).
+    pub fn build_client(mut self, enable: bool) -> Self {
+        self.build_client = enable;
+        self
+    }
+
+    /// Print `cargo:rerun-if-changed` for every proto file read from disk (default on).
+    pub fn emit_rerun_if_changed(mut self, enable: bool) -> Self {
+        self.emit_rerun_if_changed = enable;
+        self
+    }
+
+    /// Also write the encoded `FileDescriptorSet` to `path` (for gRPC reflection, say).
+    pub fn file_descriptor_set_path(mut self, path: impl AsRef<Path>) -> Self {
+        self.file_descriptor_set_path = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Adds an attribute to messages and enums matching `path` (prost's matching rules).
+    pub fn type_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.type_attributes.push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Adds an attribute to messages matching `path`.
+    pub fn message_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.message_attributes.push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Adds an attribute to enums matching `path`.
+    pub fn enum_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.enum_attributes.push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Adds an attribute to fields matching `path`.
+    pub fn field_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
+        self.field_attributes.push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
+        self
+    }
+
+    /// Uses an existing Rust type for a proto path instead of generating it. The type must implement
+    /// `duet::Message` (prost + serde).
+    pub fn extern_path(mut self, proto_path: impl AsRef<str>, rust_path: impl AsRef<str>) -> Self {
+        self.extern_paths.push((proto_path.as_ref().to_owned(), rust_path.as_ref().to_owned()));
+        self
+    }
+
+    /// Generates Iroh stubs only for these services (full `pkg.Service` or short `Service` names);
+    /// the others are served and called over gRPC only. By default every service gets them.
+    pub fn iroh_services<I, S>(mut self, services: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.iroh_services = Some(services.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Chooses the body codec of one service on the Iroh wire (default [`Codec::Postcard`]).
+    pub fn iroh_codec(mut self, service: impl Into<String>, codec: Codec) -> Self {
+        self.codecs.insert(service.into(), codec);
+        self
+    }
+
+    /// Sets the config name of a service (default: snake_case of its proto name).
+    pub fn config_name(mut self, service: impl Into<String>, name: impl Into<String>) -> Self {
+        self.config_names.insert(service.into(), name.into());
+        self
+    }
+
+    /// Compiles every `.proto` file directly in `dir` (not its subfolders), with `dir` and
+    /// `includes` as include paths.
+    pub fn compile_dir(self, dir: impl AsRef<Path>, includes: &[impl AsRef<Path>]) -> Result<(), Error> {
+        let dir = dir.as_ref();
+        let io = |source| Error::Io { context: format!("reading proto directory {}", dir.display()), source };
+        let mut protos = vec![];
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if path.extension().is_some_and(|e| e == "proto") {
+                protos.push(path);
+            }
+        }
+        protos.sort();
+        if protos.is_empty() {
+            return Err(Error::Config(format!("no .proto files in {}", dir.display())));
+        }
+        let mut all_includes: Vec<PathBuf> = vec![dir.to_owned()];
+        all_includes.extend(includes.iter().map(|p| p.as_ref().to_owned()));
+        self.compile(&protos, &all_includes)
+    }
+
+    /// Parses `protos` (searching `includes` for them and their imports) and writes the generated code.
+    ///
+    /// A proto that does not parse or resolve is an [`Error::Proto`] naming the file and line.
+    pub fn compile(self, protos: &[impl AsRef<Path>], includes: &[impl AsRef<Path>]) -> Result<(), Error> {
+        let out_dir = match &self.out_dir {
+            Some(d) => d.clone(),
+            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or_else(|| {
+                Error::Config("OUT_DIR is not set: call duet-codegen from build.rs, or set .out_dir(..)".into())
+            })?),
+        };
+        let mut compiler = protox::Compiler::new(includes.iter().map(AsRef::as_ref)).map_err(proto_error)?;
+        compiler.include_imports(true).include_source_info(true);
+        compiler.open_files(protos.iter().map(AsRef::as_ref)).map_err(proto_error)?;
+        if self.emit_rerun_if_changed {
+            for file in compiler.files() {
+                if let Some(path) = file.path() {
+                    println!("cargo:rerun-if-changed={}", path.display());
+                }
+            }
+        }
+        let fds = compiler.file_descriptor_set();
+        if let Some(path) = &self.file_descriptor_set_path {
+            use prost::Message as _;
+            std::fs::write(path, fds.encode_to_vec())
+                .map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })?;
+        }
+
+        let fingerprints = fingerprints(&fds);
+        self.check_service_names(&fds)?;
+
+        let mut tonic = tonic_prost_build::configure()
+            .build_server(self.build_server)
+            .build_client(self.build_client)
+            .codec_path("::duet::__codegen::tonic_prost::ProstCodec");
+        tonic = tonic.emit_rerun_if_changed(false);
+        let generator = DuetGenerator {
+            tonic: tonic.service_generator(),
+            build_server: self.build_server,
+            build_client: self.build_client,
+            iroh_only: self.iroh_services.clone(),
+            codecs: self.codecs.clone(),
+            config_names: self.config_names.clone(),
+            fingerprints,
+        };
+
+        let mut config = prost_build::Config::new();
+        config
+            .out_dir(&out_dir)
+            .prost_path("::duet::__codegen::prost")
+            .compile_well_known_types()
+            .bytes(["."])
+            .include_file(INCLUDE_FILE)
+            .type_attribute(
+                ".",
+                "#[derive(::duet::__codegen::serde::Serialize, ::duet::__codegen::serde::Deserialize)]\n\
+                 #[serde(crate = \"::duet::__codegen::serde\")]",
+            )
+            .service_generator(Box::new(generator));
+        for (proto, rust) in WELL_KNOWN_EXTERNS {
+            config.extern_path(proto, rust);
+        }
+        config.extern_path(".google.protobuf", "::duet::well_known");
+        for (p, a) in &self.type_attributes {
+            config.type_attribute(p, a);
+        }
+        for (p, a) in &self.message_attributes {
+            config.message_attribute(p, a);
+        }
+        for (p, a) in &self.enum_attributes {
+            config.enum_attribute(p, a);
+        }
+        for (p, a) in &self.field_attributes {
+            config.field_attribute(p, a);
+        }
+        for (p, r) in &self.extern_paths {
+            config.extern_path(p, r);
+        }
+        // The well-known types come from `duet::well_known`; generating them again would only add an
+        // unused module.
+        let mut fds = fds;
+        fds.file.retain(|f| !f.package().starts_with("google.protobuf"));
+        config
+            .compile_fds(fds)
+            .map_err(|source| Error::Io { context: "generating Rust code".into(), source })
+    }
+
+    fn check_service_names(&self, fds: &prost_types::FileDescriptorSet) -> Result<(), Error> {
+        let known: Vec<(String, String)> = fds
+            .file
+            .iter()
+            .flat_map(|f| {
+                f.service.iter().map(move |s| {
+                    let fq = if f.package().is_empty() {
+                        s.name().to_owned()
+                    } else {
+                        format!("{}.{}", f.package(), s.name())
+                    };
+                    (fq, s.name().to_owned())
+                })
+            })
+            .collect();
+        let named = self
+            .iroh_services
+            .iter()
+            .flatten()
+            .chain(self.codecs.keys())
+            .chain(self.config_names.keys());
+        for name in named {
+            if !known.iter().any(|(fq, short)| fq == name || short == name) {
+                let list: Vec<_> = known.iter().map(|(fq, _)| fq.as_str()).collect();
+                return Err(Error::Config(format!(
+                    "duet-codegen: no service named {name:?} in the protos (services: {})",
+                    list.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn proto_error(e: protox::Error) -> Error {
+    Error::Proto(render(&e))
+}
+
+/// protox's message, prefixed with the file and line it points at, as `file.proto:LINE: message`.
+fn render(e: &protox::Error) -> String {
+    use miette::Diagnostic;
+    let msg = e.to_string();
+    let span = e.labels().and_then(|mut labels| labels.next()).map(|l| *l.inner());
+    let line = span
+        .zip(e.source_code())
+        .and_then(|(span, src)| src.read_span(&span, 0, 0).ok())
+        .map(|contents| contents.line() + 1);
+    match (e.file(), line) {
+        (Some(file), Some(line)) if !msg.starts_with(file) => format!("{file}:{line}: {msg}"),
+        (Some(file), None) if !msg.contains(file) => format!("{file}: {msg}"),
+        _ => msg,
+    }
+}
+
+fn fingerprints(fds: &prost_types::FileDescriptorSet) -> HashMap<(String, String), u64> {
+    let schemas = Schemas::new(fds);
+    let mut out = HashMap::new();
+    for file in &fds.file {
+        for svc in &file.service {
+            for m in &svc.method {
+                let key = (m.input_type().to_owned(), m.output_type().to_owned());
+                let fp = schemas.fingerprint(&key.0, &key.1);
+                out.insert(key, fp);
+            }
+        }
+    }
+    out
+}

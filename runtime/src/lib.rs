@@ -14,6 +14,7 @@ mod server;
 mod streaming;
 
 pub mod iroh;
+pub mod well_known;
 
 pub use channel::{CallOptions, Channel, Transport};
 pub use codec::{Message, WireCodec};
@@ -42,6 +43,22 @@ pub const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566; // "protobuf"
 macro_rules! include_proto {
     ($package:tt) => {
         include!(concat!(env!("OUT_DIR"), concat!("/", $package, ".rs")));
+    };
+}
+
+/// Includes every package `duet-codegen` generated, nested in modules named after the packages, so
+/// packages that import one another resolve (`super::super::other::v1::Msg`).
+///
+/// ```ignore
+/// pub mod pb {
+///     duet::include_protos!();
+/// }
+/// // pb::node::v1::HealthClient, pb::other::v1::...
+/// ```
+#[macro_export]
+macro_rules! include_protos {
+    () => {
+        include!(concat!(env!("OUT_DIR"), "/_duet_includes.rs"));
     };
 }
 

@@ -30,8 +30,8 @@ pub trait Service: Send + Sync + 'static {
     fn config_name(&self) -> &str;
     /// Adds the tonic service to a gRPC router, with the server's limits.
     fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits);
-    /// The dispatcher for the Iroh wire.
-    fn iroh(&self) -> Arc<dyn IrohService>;
+    /// The dispatcher for the Iroh wire; `None` for a service generated without Iroh stubs.
+    fn iroh(&self) -> Option<Arc<dyn IrohService>>;
 }
 
 enum GrpcListen {
@@ -147,7 +147,7 @@ impl Server {
         }
         let tracker = TaskTracker::new();
         let iroh = self.iroh.map(|endpoint| {
-            let services = self.services.iter().map(|s| s.iroh()).collect();
+            let services = self.services.iter().filter_map(|s| s.iroh()).collect();
             let protocol = DuetProtocol::new(services, self.limits, tracker.clone());
             Router::builder(endpoint).accept(ALPN, protocol).spawn()
         });

@@ -1,0 +1,95 @@
+//! `<Service>Client`: the transport-agnostic client over a `duet::Channel`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::model::{Kind, ServiceModel};
+
+pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
+    let client = &s.client_ident;
+    let methods_mod = &s.methods_mod;
+    let fq = &s.fq_name;
+    let methods = s.methods.iter().map(|m| {
+        let ident = &m.ident;
+        let input = &m.input;
+        let output = &m.output;
+        let desc = &m.const_ident;
+        let docs = &m.docs;
+        match m.kind {
+            Kind::Unary => quote! {
+                #docs
+                pub async fn #ident(&mut self, request: impl ::duet::IntoRequest<#input>)
+                    -> ::core::result::Result<::duet::Response<#output>, ::duet::Status> {
+                    self.channel.unary(request.into_request(), &#methods_mod::#desc, &self.options).await
+                }
+            },
+            Kind::ServerStreaming => quote! {
+                #docs
+                pub async fn #ident(&mut self, request: impl ::duet::IntoRequest<#input>)
+                    -> ::core::result::Result<::duet::Response<::duet::Streaming<#output>>, ::duet::Status> {
+                    self.channel.server_streaming(request.into_request(), &#methods_mod::#desc, &self.options).await
+                }
+            },
+            Kind::ClientStreaming => quote! {
+                #docs
+                pub async fn #ident(&mut self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
+                    -> ::core::result::Result<::duet::Response<#output>, ::duet::Status> {
+                    self.channel
+                        .client_streaming(request.into_streaming_request(), &#methods_mod::#desc, &self.options)
+                        .await
+                }
+            },
+            Kind::Bidi => quote! {
+                #docs
+                pub async fn #ident(&mut self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
+                    -> ::core::result::Result<::duet::Response<::duet::Streaming<#output>>, ::duet::Status> {
+                    self.channel.bidi(request.into_streaming_request(), &#methods_mod::#desc, &self.options).await
+                }
+            },
+        }
+    });
+    let doc = format!(
+        " Calls `{fq}` through a [`duet::Channel`]: over gRPC or Iroh, as the channel routes it. Each \
+         response carries the [`duet::Transport`] that answered in its extensions."
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(Debug, Clone)]
+        pub struct #client {
+            channel: ::duet::Channel,
+            options: ::duet::CallOptions,
+        }
+
+        impl #client {
+            /// A client over `channel`.
+            pub fn new(channel: ::duet::Channel) -> Self {
+                Self { channel, options: ::duet::CallOptions::default() }
+            }
+
+            /// Default deadline of every call (a shorter `Request::set_timeout` wins).
+            pub fn with_default_timeout(mut self, timeout: ::core::time::Duration) -> Self {
+                self.options.timeout = ::core::option::Option::Some(timeout);
+                self
+            }
+
+            /// Largest response message accepted (default 4 MiB).
+            pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+                self.options.limits.max_decoding_message_size = limit;
+                self
+            }
+
+            /// Largest request message sent (default unlimited).
+            pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+                self.options.limits.max_encoding_message_size = limit;
+                self
+            }
+
+            /// The channel calls go through.
+            pub fn channel(&self) -> &::duet::Channel {
+                &self.channel
+            }
+
+            #(#methods)*
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! duet's own code per service, appended after tonic's stubs in the package file.
+
+mod client;
+mod methods;
+pub(crate) mod model;
+mod server;
+mod service_trait;
+mod tonic_adapter;
+
+use model::ServiceModel;
+
+/// All of duet's items for one service, formatted.
+pub(crate) fn service(s: &ServiceModel) -> String {
+    let mut items = vec![methods::emit(s), service_trait::emit(s)];
+    if s.build_server {
+        items.push(tonic_adapter::emit(s));
+        items.push(server::emit(s));
+    }
+    if s.build_client {
+        items.push(client::emit(s));
+    }
+    let tokens = quote::quote!(#(#items)*);
+    let file: syn::File = syn::parse2(tokens).unwrap_or_else(|e| panic!("duet generated invalid Rust: {e}"));
+    prettyplease::unparse(&file)
+}

@@ -1,0 +1,152 @@
+//! What the emitters need to know about a service, computed once from prost's view of it.
+
+use heck::{ToShoutySnakeCase, ToSnakeCase};
+use proc_macro2::{Ident, Span, TokenStream};
+use prost_build::{Comments, Service};
+use quote::{format_ident, quote};
+
+use crate::options::{Codec, ServiceOptions};
+
+/// gRPC's four call shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Unary,
+    ServerStreaming,
+    ClientStreaming,
+    Bidi,
+}
+
+pub(crate) struct MethodModel {
+    pub ident: Ident,
+    pub proto_name: String,
+    pub const_ident: Ident,
+    pub input: syn::Type,
+    pub output: syn::Type,
+    pub kind: Kind,
+    pub idempotent: bool,
+    pub fingerprint: u64,
+    pub docs: TokenStream,
+}
+
+pub(crate) struct ServiceModel {
+    pub fq_name: String,
+    pub trait_ident: Ident,
+    pub server_ident: Ident,
+    pub client_ident: Ident,
+    pub tonic_ident: Ident,
+    pub methods_mod: Ident,
+    pub tonic_server_mod: Ident,
+    pub config_name: String,
+    pub codec: Codec,
+    pub iroh: bool,
+    pub build_server: bool,
+    pub build_client: bool,
+    pub docs: TokenStream,
+    pub methods: Vec<MethodModel>,
+}
+
+/// `#[doc]` attributes from proto comments.
+pub(crate) fn docs(comments: &Comments) -> TokenStream {
+    let lines = comments.leading.iter().flat_map(|c| c.lines()).map(|l| {
+        // Escape rustdoc's link and code syntax no more than prost does: keep the text as written.
+        let line = format!(" {}", l.strip_prefix(' ').unwrap_or(l));
+        quote!(#[doc = #line])
+    });
+    quote!(#(#lines)*)
+}
+
+fn parse_type(path: &str) -> syn::Type {
+    syn::parse_str(path).unwrap_or_else(|e| panic!("prost produced a type path duet cannot parse ({path}): {e}"))
+}
+
+fn ident(name: &str) -> Ident {
+    // prost's snake_case names of keywords come as `r#type`.
+    match name.strip_prefix("r#") {
+        Some(raw) => Ident::new_raw(raw, Span::call_site()),
+        None => syn::parse_str::<Ident>(name).unwrap_or_else(|_| Ident::new_raw(name, Span::call_site())),
+    }
+}
+
+impl ServiceModel {
+    pub fn new(
+        svc: &Service,
+        opts: &ServiceOptions,
+        build_server: bool,
+        build_client: bool,
+        fingerprint: impl Fn(&str, &str) -> u64,
+    ) -> Self {
+        let fq_name = match svc.package.as_str() {
+            "" => svc.proto_name.clone(),
+            p => format!("{p}.{}", svc.proto_name),
+        };
+        let snake = svc.name.to_snake_case();
+        let methods = svc
+            .methods
+            .iter()
+            .map(|m| {
+                let kind = match (m.client_streaming, m.server_streaming) {
+                    (false, false) => Kind::Unary,
+                    (false, true) => Kind::ServerStreaming,
+                    (true, false) => Kind::ClientStreaming,
+                    (true, true) => Kind::Bidi,
+                };
+                // IdempotencyLevel: 1 = NO_SIDE_EFFECTS, 2 = IDEMPOTENT.
+                let idempotent = matches!(m.options.idempotency_level, Some(1 | 2));
+                let fingerprint = match opts.codec {
+                    Codec::Postcard => fingerprint(&m.input_proto_type, &m.output_proto_type),
+                    Codec::Protobuf => PROTOBUF_FINGERPRINT,
+                };
+                MethodModel {
+                    ident: ident(&m.name),
+                    proto_name: m.proto_name.clone(),
+                    const_ident: format_ident!("{}", m.proto_name.to_shouty_snake_case()),
+                    input: parse_type(&m.input_type),
+                    output: parse_type(&m.output_type),
+                    kind,
+                    idempotent,
+                    fingerprint,
+                    docs: docs(&m.comments),
+                }
+            })
+            .collect();
+        Self {
+            config_name: opts.config_name.clone().unwrap_or_else(|| svc.proto_name.to_snake_case()),
+            trait_ident: format_ident!("{}", svc.name),
+            server_ident: format_ident!("{}Server", svc.name),
+            client_ident: format_ident!("{}Client", svc.name),
+            tonic_ident: format_ident!("{}Tonic", svc.name),
+            methods_mod: format_ident!("{}_methods", snake),
+            tonic_server_mod: format_ident!("{}_server", snake),
+            codec: opts.codec,
+            iroh: opts.iroh,
+            build_server,
+            build_client,
+            docs: docs(&svc.comments),
+            fq_name,
+            methods,
+        }
+    }
+}
+
+/// Must equal `duet::PROTOBUF_FINGERPRINT`.
+pub(crate) const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566;
+
+impl MethodModel {
+    /// The request type a handler receives.
+    pub fn handler_request(&self) -> TokenStream {
+        let input = &self.input;
+        match self.kind {
+            Kind::Unary | Kind::ServerStreaming => quote!(::duet::Request<#input>),
+            Kind::ClientStreaming | Kind::Bidi => quote!(::duet::Request<::duet::Streaming<#input>>),
+        }
+    }
+
+    /// The success type a handler returns.
+    pub fn handler_response(&self) -> TokenStream {
+        let output = &self.output;
+        match self.kind {
+            Kind::Unary | Kind::ClientStreaming => quote!(::duet::Response<#output>),
+            Kind::ServerStreaming | Kind::Bidi => quote!(::duet::Response<::duet::BoxStream<#output>>),
+        }
+    }
+}
