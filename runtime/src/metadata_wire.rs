@@ -12,8 +12,10 @@ use crate::Status;
 
 /// One metadata pair as carried in an Iroh header or trailer frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Entry {
+pub struct Entry {
+    /// Lower-case header name.
     pub name: String,
+    /// Header value bytes (base64 for `-bin` keys, as on HTTP/2).
     pub value: Bytes,
 }
 

@@ -1,6 +1,10 @@
-//! Generated code for the integration tests, and the service impls they serve.
+//! Generated code for the integration tests, the service impls they serve, and a harness that starts
+//! real servers (a tonic listener and an Iroh endpoint on 127.0.0.1) and makes channels to them.
 
 #![deny(warnings)]
+
+pub mod harness;
+pub mod services;
 
 /// Every test package, nested by package name.
 pub mod pb {

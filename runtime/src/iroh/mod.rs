@@ -12,7 +12,7 @@ pub(crate) mod connector;
 pub(crate) mod recv;
 mod send;
 mod server;
-mod wire;
+pub mod wire;
 
 pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
 pub use connector::Connector;

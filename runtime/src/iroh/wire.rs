@@ -1,13 +1,14 @@
-//! The postcard bodies of the header and trailer frames.
+//! The postcard bodies of the header and trailer frames: the `duet/1` wire spec in types, public so
+//! tools, fuzzers and other implementations can speak it.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::metadata_wire::Entry;
+pub use crate::metadata_wire::Entry;
 
 /// First frame of every call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RequestHeader {
+pub struct RequestHeader {
     /// `/pkg.Service/Method`.
     pub path: String,
     /// Request metadata as HTTP/2 header pairs.
@@ -20,20 +21,26 @@ pub(crate) struct RequestHeader {
 
 /// First frame of a response that carries messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ResponseHeader {
+pub struct ResponseHeader {
+    /// Response metadata as HTTP/2 header pairs.
     pub metadata: Vec<Entry>,
 }
 
 /// Last frame of every response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Trailer {
+pub struct Trailer {
+    /// gRPC status code (0 = OK).
     pub code: i32,
+    /// Status message, any Unicode.
     pub message: String,
+    /// Binary status details (`grpc-status-details-bin`).
     pub details: Bytes,
+    /// Trailing metadata.
     pub metadata: Vec<Entry>,
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Bytes {
+/// Encodes a header or trailer body.
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
     // Header types hold only strings, bytes and integers: serialising them cannot fail.
     Bytes::from(postcard::to_stdvec(value).expect("header types always serialise"))
 }

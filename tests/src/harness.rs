@@ -1,0 +1,42 @@
+//! Starts real servers on 127.0.0.1 (gRPC over TCP and an offline Iroh endpoint) and makes channels.
+
+use duet::iroh::{Connector, endpoint};
+use duet::{Channel, Server, ServerHandle, Transport};
+
+/// A server on both transports and a client-side Iroh connector.
+pub struct Running {
+    /// The server.
+    pub server: ServerHandle,
+    /// The client's connector (its own endpoint).
+    pub connector: Connector,
+}
+
+/// Both transports, for tests that run once per transport.
+pub const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Iroh];
+
+/// Serves `server` (services already added) on a gRPC listener and an Iroh endpoint, both on loopback.
+pub async fn serve(server: Server) -> Running {
+    let ep = endpoint::bind_loopback().await.expect("bind server endpoint");
+    let server = server.grpc("127.0.0.1:0".parse().unwrap()).iroh(ep).serve().await.expect("serve");
+    let client_ep = endpoint::bind_loopback().await.expect("bind client endpoint");
+    Running { server, connector: Connector::new(client_ep) }
+}
+
+impl Running {
+    /// A channel to the server over `transport`.
+    pub fn channel(&self, transport: Transport) -> Channel {
+        match transport {
+            Transport::Grpc => {
+                let addr = self.server.grpc_addr().expect("grpc listener");
+                Channel::grpc_lazy(format!("http://{addr}")).expect("valid uri")
+            }
+            Transport::Iroh => Channel::iroh(&self.connector, self.server.iroh_addr().expect("iroh endpoint")),
+        }
+    }
+
+    /// Stops the server and the client endpoint.
+    pub async fn stop(self) {
+        self.server.shutdown().await;
+        self.connector.endpoint().close().await;
+    }
+}

@@ -1,0 +1,102 @@
+//! Service impls used by the tests: plain `async fn`s against the generated traits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use duet::{BoxStream, Code, Request, Response, Status, Streaming};
+use futures_util::StreamExt;
+
+use crate::pb::cases::a::v1::{Everything, Tree};
+use crate::pb::cases::b::v1::{Clock, Mirror};
+use crate::pb::matrix::v1::{CountRequest, EchoReply, EchoRequest, Kinds};
+
+/// Implements every method kind; counts the calls it ran.
+#[derive(Debug, Default, Clone)]
+pub struct KindsImpl {
+    /// Handler invocations, across all methods.
+    pub calls: Arc<AtomicUsize>,
+}
+
+fn failure(req: &EchoRequest) -> Option<Status> {
+    (req.fail_with != 0).then(|| {
+        Status::with_details(Code::from_i32(req.fail_with), req.fail_message.clone(), req.fail_details.clone())
+    })
+}
+
+impl Kinds for KindsImpl {
+    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let req = request.into_inner();
+        if let Some(status) = failure(&req) {
+            return Err(status);
+        }
+        Ok(Response::new(EchoReply { text: req.text, index: 0 }))
+    }
+
+    async fn count(&self, request: Request<CountRequest>) -> Result<Response<BoxStream<EchoReply>>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let n = request.into_inner().count;
+        let stream = futures_util::stream::iter((0..n).map(|i| Ok(EchoReply { text: format!("#{i}"), index: i })));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn join(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<EchoReply>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut stream = request.into_inner();
+        let mut texts = vec![];
+        while let Some(req) = stream.message().await? {
+            if let Some(status) = failure(&req) {
+                return Err(status);
+            }
+            texts.push(req.text);
+        }
+        Ok(Response::new(EchoReply { index: texts.len() as u32, text: texts.join(",") }))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<BoxStream<EchoReply>>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let replies = request.into_inner().enumerate().map(|(i, req)| {
+            let req = req?;
+            match failure(&req) {
+                Some(status) => Err(status),
+                None => Ok(EchoReply { text: req.text.to_uppercase(), index: i as u32 }),
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+/// Returns what it gets, across packages.
+#[derive(Debug, Default, Clone)]
+pub struct MirrorImpl;
+
+impl Mirror for MirrorImpl {
+    async fn reflect(&self, request: Request<Everything>) -> Result<Response<Everything>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+
+    async fn grow(&self, request: Request<Tree>) -> Result<Response<BoxStream<Tree>>, Status> {
+        let children = request.into_inner().children;
+        Ok(Response::new(Box::pin(futures_util::stream::iter(children.into_iter().map(Ok)))))
+    }
+}
+
+/// Answers with well-known types.
+#[derive(Debug, Default, Clone)]
+pub struct ClockImpl;
+
+/// The instant `Clock.Now` always answers.
+pub const FIXED_NOW: duet::well_known::Timestamp = duet::well_known::Timestamp { seconds: 1_700_000_000, nanos: 5 };
+
+impl Clock for ClockImpl {
+    async fn now(&self, _: Request<()>) -> Result<Response<duet::well_known::Timestamp>, Status> {
+        Ok(Response::new(FIXED_NOW))
+    }
+
+    async fn ping(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+}
