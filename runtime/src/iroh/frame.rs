@@ -4,7 +4,7 @@
 //! that announces 4 GiB costs nothing but the error.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio_util::codec::Decoder;
+pub use tokio_util::codec::Decoder;
 
 use crate::Status;
 
