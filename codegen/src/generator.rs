@@ -65,7 +65,8 @@ fn route_tonic_paths(code: &str) -> String {
     let mut i = 0;
     while i < code.len() {
         let rest = &code[i..];
-        let boundary = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':');
+        let boundary =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':');
         if boundary && rest.starts_with("tonic::") {
             out.push_str("::duet::__codegen::tonic::");
             i += "tonic::".len();

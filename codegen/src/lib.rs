@@ -278,13 +278,7 @@ impl Builder {
         for (p, r) in &self.extern_paths {
             config.extern_path(p, r);
         }
-        // The well-known types come from `duet::well_known`; generating them again would only add an
-        // unused module.
-        let mut fds = fds;
-        fds.file.retain(|f| !f.package().starts_with("google.protobuf"));
-        config
-            .compile_fds(fds)
-            .map_err(|source| Error::Io { context: "generating Rust code".into(), source })
+        config.compile_fds(fds).map_err(|source| Error::Io { context: "generating Rust code".into(), source })
     }
 
     fn check_service_names(&self, fds: &prost_types::FileDescriptorSet) -> Result<(), Error> {
@@ -302,12 +296,7 @@ impl Builder {
                 })
             })
             .collect();
-        let named = self
-            .iroh_services
-            .iter()
-            .flatten()
-            .chain(self.codecs.keys())
-            .chain(self.config_names.keys());
+        let named = self.iroh_services.iter().flatten().chain(self.codecs.keys()).chain(self.config_names.keys());
         for name in named {
             if !known.iter().any(|(fq, short)| fq == name || short == name) {
                 let list: Vec<_> = known.iter().map(|(fq, _)| fq.as_str()).collect();

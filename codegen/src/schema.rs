@@ -110,7 +110,9 @@ mod tests {
         let base = fp("syntax = \"proto3\"; package t; message A { int32 x = 1; } message B { repeated A a = 1; }");
         let renamed = fp("syntax = \"proto3\"; package t; message A { int32 y = 1; } message B { repeated A c = 1; }");
         let retyped = fp("syntax = \"proto3\"; package t; message A { int64 x = 1; } message B { repeated A a = 1; }");
-        let added = fp("syntax = \"proto3\"; package t; message A { int32 x = 1; string s = 2; } message B { repeated A a = 1; }");
+        let added = fp(
+            "syntax = \"proto3\"; package t; message A { int32 x = 1; string s = 2; } message B { repeated A a = 1; }",
+        );
         assert_eq!(base, renamed);
         assert_ne!(base, retyped);
         assert_ne!(base, added);

@@ -58,7 +58,11 @@ fn missing_root_file_is_named() {
 #[test]
 fn unknown_service_in_an_option_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ok.proto"), "syntax = \"proto3\";\npackage p;\nmessage A {}\nservice Real { rpc Go(A) returns (A); }\n").unwrap();
+    std::fs::write(
+        dir.path().join("ok.proto"),
+        "syntax = \"proto3\";\npackage p;\nmessage A {}\nservice Real { rpc Go(A) returns (A); }\n",
+    )
+    .unwrap();
     let err = duet_codegen::configure()
         .out_dir(dir.path())
         .emit_rerun_if_changed(false)

@@ -30,8 +30,9 @@ impl WireCodec {
     /// Encodes `msg`, refusing results larger than `limit` bytes with `RESOURCE_EXHAUSTED` (as tonic does).
     pub fn encode<T: Message>(self, msg: &T, limit: usize) -> Result<Bytes, Status> {
         let bytes = match self {
-            WireCodec::Postcard => postcard::to_stdvec(msg)
-                .map_err(|e| Status::internal(format!("failed to encode message: {e}")))?,
+            WireCodec::Postcard => {
+                postcard::to_stdvec(msg).map_err(|e| Status::internal(format!("failed to encode message: {e}")))?
+            }
             WireCodec::Protobuf => msg.encode_to_vec(),
         };
         if bytes.len() > limit {
@@ -47,8 +48,9 @@ impl WireCodec {
     /// Decodes one message body. A body that does not parse is `INTERNAL`, as in tonic.
     pub fn decode<T: Message>(self, body: &[u8]) -> Result<T, Status> {
         match self {
-            WireCodec::Postcard => postcard::from_bytes(body)
-                .map_err(|e| Status::internal(format!("failed to decode message: {e}"))),
+            WireCodec::Postcard => {
+                postcard::from_bytes(body).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+            }
             WireCodec::Protobuf => {
                 T::decode(body).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
             }

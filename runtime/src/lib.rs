@@ -1,4 +1,4 @@
-#![doc = include_str!("../README.md")]
+#![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 
 mod channel;
@@ -10,6 +10,7 @@ mod limits;
 mod metadata_wire;
 mod method;
 mod peer;
+mod peer_addr;
 mod server;
 mod streaming;
 
@@ -22,6 +23,7 @@ pub use error::Error;
 pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};
 pub use method::{MethodDesc, MethodKind};
 pub use peer::{Peer, RequestExt};
+pub use peer_addr::{PeerAddr, PeerAddrParseError};
 pub use server::{DEFAULT_SHUTDOWN_GRACE, Server, ServerHandle, Service};
 pub use streaming::{BoxStream, Streaming};
 

@@ -15,9 +15,6 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_decoding_message_size: DEFAULT_MAX_DECODING_MESSAGE_SIZE,
-            max_encoding_message_size: usize::MAX,
-        }
+        Self { max_decoding_message_size: DEFAULT_MAX_DECODING_MESSAGE_SIZE, max_encoding_message_size: usize::MAX }
     }
 }

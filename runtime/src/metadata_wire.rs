@@ -20,14 +20,8 @@ pub struct Entry {
 }
 
 /// Headers gRPC reserves for itself; they never travel as user metadata.
-const RESERVED: [&str; 6] = [
-    "te",
-    "content-type",
-    "grpc-message",
-    "grpc-message-type",
-    "grpc-status",
-    "grpc-status-details-bin",
-];
+const RESERVED: [&str; 6] =
+    ["te", "content-type", "grpc-message", "grpc-message-type", "grpc-status", "grpc-status-details-bin"];
 
 pub(crate) fn to_wire(map: MetadataMap) -> Vec<Entry> {
     let headers = map.into_headers();
@@ -42,10 +36,7 @@ pub(crate) fn to_wire(map: MetadataMap) -> Vec<Entry> {
         if RESERVED.contains(&name.as_str()) {
             continue;
         }
-        out.push(Entry {
-            name: name.as_str().to_owned(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        });
+        out.push(Entry { name: name.as_str().to_owned(), value: Bytes::copy_from_slice(value.as_bytes()) });
     }
     out
 }

@@ -185,6 +185,11 @@ impl ServerHandle {
         self.iroh.as_ref().map(|r| crate::iroh::endpoint::addr(r.endpoint()))
     }
 
+    /// Both addresses as one [`crate::PeerAddr`], printable as a ticket for other nodes.
+    pub fn peer_addr(&self) -> crate::PeerAddr {
+        crate::PeerAddr { grpc: self.grpc_addr, iroh: self.iroh_addr() }
+    }
+
     /// The server's Iroh endpoint.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.iroh.as_ref().map(|r| r.endpoint())

@@ -53,10 +53,7 @@ impl Kinds for KindsImpl {
         Ok(Response::new(EchoReply { index: texts.len() as u32, text: texts.join(",") }))
     }
 
-    async fn chat(
-        &self,
-        request: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<BoxStream<EchoReply>>, Status> {
+    async fn chat(&self, request: Request<Streaming<EchoRequest>>) -> Result<Response<BoxStream<EchoReply>>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let replies = request.into_inner().enumerate().map(|(i, req)| {
             let req = req?;

@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use duet::Code;
+use duet::iroh::frame::Decoder as _;
 use duet::iroh::frame::{FrameDecoder, FrameKind, encode_frame, frame_prefix};
 use duet::iroh::wire::{self, RequestHeader, Trailer};
 use duet::{Server, Transport};
@@ -10,7 +11,6 @@ use duet_tests::harness;
 use duet_tests::pb::matrix::v1::{EchoRequest, KindsClient, KindsServer, kinds_methods};
 use duet_tests::services::KindsImpl;
 use iroh::endpoint::Connection;
-use duet::iroh::frame::Decoder as _;
 
 fn header(path: &str, fingerprint: u64) -> Vec<u8> {
     let h = RequestHeader { path: path.into(), metadata: vec![], timeout_micros: None, fingerprint };

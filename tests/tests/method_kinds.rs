@@ -131,7 +131,8 @@ async fn unimplemented_method_and_service() {
         assert_eq!(status.code(), Code::Unimplemented, "{transport}: {status:?}");
 
         // Mirror is not served at all.
-        let status = MirrorClient::new(channel).reflect(duet_tests::pb::cases::a::v1::Everything::default()).await.unwrap_err();
+        let status =
+            MirrorClient::new(channel).reflect(duet_tests::pb::cases::a::v1::Everything::default()).await.unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented, "{transport}: {status:?}");
 
         // And the channel still works afterwards.

@@ -102,34 +102,42 @@ fn everything() -> impl Strategy<Value = Everything> {
             proptest::option::of(any::<i32>()),
         ),
         (
-            proptest::option::of((any::<i64>(), 0..1_000_000_000i32).prop_map(|(seconds, nanos)| Timestamp { seconds, nanos })),
+            proptest::option::of(
+                (any::<i64>(), 0..1_000_000_000i32).prop_map(|(seconds, nanos)| Timestamp { seconds, nanos }),
+            ),
             proptest::option::of(arb_tree()),
             ".{0,8}",
             any::<f64>().prop_filter("NaN never equals itself", |f| !f.is_nan()),
             (any::<bool>(), any::<i32>(), any::<u64>()),
         ),
     )
-        .prop_map(|((inner, mood, color, choice), (by_key, list, blob, maybe), (at, tree, ty, ratio, (flag, delta, stamp)))| {
-            Everything {
-                inner,
-                mood,
-                color,
-                choice,
-                by_key,
-                list,
-                blob: Bytes::from(blob),
-                maybe,
-                at,
-                took: None,
-                tree,
-                r#type: ty,
-                tags: vec![],
-                ratio,
-                flag,
-                delta,
-                stamp,
-            }
-        })
+        .prop_map(
+            |(
+                (inner, mood, color, choice),
+                (by_key, list, blob, maybe),
+                (at, tree, ty, ratio, (flag, delta, stamp)),
+            )| {
+                Everything {
+                    inner,
+                    mood,
+                    color,
+                    choice,
+                    by_key,
+                    list,
+                    blob: Bytes::from(blob),
+                    maybe,
+                    at,
+                    took: None,
+                    tree,
+                    r#type: ty,
+                    tags: vec![],
+                    ratio,
+                    flag,
+                    delta,
+                    stamp,
+                }
+            },
+        )
 }
 
 proptest! {

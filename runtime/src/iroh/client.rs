@@ -30,10 +30,8 @@ async fn open(
     timeout: Option<Duration>,
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Status> {
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot open an Iroh stream: {e}")))?;
+    let (send, recv) =
+        conn.open_bi().await.map_err(|e| Status::unavailable(format!("cannot open an Iroh stream: {e}")))?;
     let mut send = FrameSender::new(send);
     let header = RequestHeader {
         path: desc.path.to_owned(),
@@ -48,8 +46,8 @@ async fn open(
 async fn read_head(frames: &mut Frames) -> Result<Head, Status> {
     match frames.next().await {
         Some(Ok(Frame { kind: FrameKind::ResponseHeader, body })) => {
-            let header: ResponseHeader = postcard::from_bytes(&body)
-                .map_err(|e| Status::internal(format!("malformed response header: {e}")))?;
+            let header: ResponseHeader =
+                postcard::from_bytes(&body).map_err(|e| Status::internal(format!("malformed response header: {e}")))?;
             Ok(Head::Headers(metadata_wire::from_wire(header.metadata)?))
         }
         Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {

@@ -16,8 +16,8 @@ pub mod wire;
 
 pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
 pub use connector::Connector;
-pub use server::{IrohService, ServerCall};
 pub(crate) use server::DuetProtocol;
+pub use server::{IrohService, ServerCall};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

@@ -51,16 +51,7 @@ pub(crate) struct IrohStream<T> {
 
 impl<T> IrohStream<T> {
     pub fn new(frames: Frames, codec: WireCodec, role: Role) -> Self {
-        Self {
-            frames,
-            codec,
-            role,
-            done: false,
-            trailers: None,
-            deadline: None,
-            _writer: None,
-            _msg: PhantomData,
-        }
+        Self { frames, codec, role, done: false, trailers: None, deadline: None, _writer: None, _msg: PhantomData }
     }
 
     pub fn with_deadline(mut self, deadline: Option<tokio::time::Instant>) -> Self {

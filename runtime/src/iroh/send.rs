@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use iroh::endpoint::SendStream;
 
+use super::CANCEL;
 use super::frame::{FrameKind, frame_prefix};
 use super::wire::{self, Trailer};
-use super::CANCEL;
 use crate::Status;
 use crate::codec::{Message, WireCodec};
 
@@ -34,10 +34,7 @@ impl FrameSender {
     pub async fn frame(&mut self, kind: FrameKind, body: Bytes) -> Result<(), Status> {
         let mut chunks = [frame_prefix(kind, body.len()), body];
         self.mid_frame = true;
-        self.stream
-            .write_all_chunks(&mut chunks)
-            .await
-            .map_err(|e| super::status_from_io(&e.into()))?;
+        self.stream.write_all_chunks(&mut chunks).await.map_err(|e| super::status_from_io(&e.into()))?;
         self.mid_frame = false;
         Ok(())
     }

@@ -7,12 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use http::Extensions;
+use iroh::EndpointId;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use iroh::EndpointId;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 
@@ -214,12 +214,14 @@ async fn respond<Resp: Message>(
             let (md, msg, _) = response.into_parts();
             match codec.encode(&msg, limit) {
                 Err(status) => send.trailer(&trailer_from_status(&status)).await,
-                Ok(body) => async {
-                    send_header(send, md).await?;
-                    send.frame(FrameKind::Message, body).await?;
-                    send.trailer(&ok_trailer()).await
+                Ok(body) => {
+                    async {
+                        send_header(send, md).await?;
+                        send.frame(FrameKind::Message, body).await?;
+                        send.trailer(&ok_trailer()).await
+                    }
+                    .await
                 }
-                .await,
             }
         }
         Reply::Many(response) => {
@@ -303,8 +305,10 @@ impl Registry {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
             Ok(Some(Err(e))) => Err(e.to_status()),
-            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => postcard::from_bytes::<RequestHeader>(&body)
-                .map_err(|e| Status::invalid_argument(format!("malformed request header: {e}"))),
+            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => {
+                postcard::from_bytes::<RequestHeader>(&body)
+                    .map_err(|e| Status::invalid_argument(format!("malformed request header: {e}")))
+            }
             Ok(Some(Ok(Frame { kind, .. }))) => {
                 Err(Status::internal(format!("protocol error: expected a request header, got a {kind:?} frame")))
             }
