@@ -13,6 +13,7 @@ mod peer;
 mod peer_addr;
 mod server;
 mod streaming;
+mod trailers;
 
 pub mod iroh;
 pub mod well_known;
@@ -24,8 +25,9 @@ pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};
 pub use method::{MethodDesc, MethodKind};
 pub use peer::{Peer, RequestExt};
 pub use peer_addr::{PeerAddr, PeerAddrParseError};
-pub use server::{DEFAULT_SHUTDOWN_GRACE, Server, ServerHandle, Service};
+pub use server::{DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_SHUTDOWN_GRACE, Server, ServerHandle, Service};
 pub use streaming::{BoxStream, Streaming};
+pub use trailers::Trailers;
 
 /// tonic's request, response, status and metadata types, used unchanged so tonic code ports as is.
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, metadata};

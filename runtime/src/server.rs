@@ -17,6 +17,10 @@ use crate::Error;
 use crate::iroh::{ALPN, DuetProtocol, IrohService};
 use crate::limits::Limits;
 
+/// Default limit of calls in flight on one connection (one HTTP/2 connection or one QUIC connection);
+/// further calls wait for a slot.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u32 = 256;
+
 /// Default time in-flight calls get to finish when a server shuts down.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -60,6 +64,7 @@ pub struct Server {
     services: Vec<Box<dyn Service>>,
     limits: Limits,
     grace: Duration,
+    max_concurrent_calls: u32,
 }
 
 impl Default for Server {
@@ -71,7 +76,14 @@ impl Default for Server {
 impl Server {
     /// A server with no transport and no service yet.
     pub fn builder() -> Self {
-        Self { grpc: None, iroh: None, services: vec![], limits: Limits::default(), grace: DEFAULT_SHUTDOWN_GRACE }
+        Self {
+            grpc: None,
+            iroh: None,
+            services: vec![],
+            limits: Limits::default(),
+            grace: DEFAULT_SHUTDOWN_GRACE,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+        }
     }
 
     /// Serves gRPC on a TCP listener bound to `addr` (port 0 picks a free port; see
@@ -102,6 +114,14 @@ impl Server {
     /// Largest response message sent, on both transports (default unlimited).
     pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
         self.limits.max_encoding_message_size = limit;
+        self
+    }
+
+    /// Most calls in flight on one connection, on either transport (default 256). Further calls wait
+    /// for a slot (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`, QUIC `MAX_STREAMS`): they are delayed, not
+    /// refused.
+    pub fn max_concurrent_calls_per_connection(mut self, limit: u32) -> Self {
+        self.max_concurrent_calls = limit;
         self
     }
 
@@ -139,7 +159,10 @@ impl Server {
             }
             let (tx, rx) = oneshot::channel::<()>();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            let router = tonic::transport::Server::builder().add_routes(routes.routes());
+            let router = tonic::transport::Server::builder()
+                .max_concurrent_streams(self.max_concurrent_calls)
+                .layer(crate::grpc::DuetGrpcLayer)
+                .add_routes(routes.routes());
             grpc_task = Some(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
                 let _ = rx.await;
             })));
@@ -148,8 +171,8 @@ impl Server {
         let tracker = TaskTracker::new();
         let iroh = self.iroh.map(|endpoint| {
             let services = self.services.iter().filter_map(|s| s.iroh()).collect();
-            let protocol = DuetProtocol::new(services, self.limits, tracker.clone());
-            Router::builder(endpoint).accept(ALPN, protocol).spawn()
+            let protocol = DuetProtocol::new(services, self.limits, tracker.clone(), self.max_concurrent_calls);
+            (Router::builder(endpoint).accept(ALPN, protocol.clone()).spawn(), protocol)
         });
         Ok(ServerHandle { grpc_addr, grpc_task, grpc_stop, iroh, tracker, grace: self.grace })
     }
@@ -160,7 +183,7 @@ pub struct ServerHandle {
     grpc_addr: Option<SocketAddr>,
     grpc_task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     grpc_stop: Option<oneshot::Sender<()>>,
-    iroh: Option<Router>,
+    iroh: Option<(Router, DuetProtocol)>,
     tracker: TaskTracker,
     grace: Duration,
 }
@@ -169,7 +192,7 @@ impl std::fmt::Debug for ServerHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerHandle")
             .field("grpc_addr", &self.grpc_addr)
-            .field("iroh", &self.iroh.as_ref().map(|r| r.endpoint().id()))
+            .field("iroh", &self.endpoint().map(|e| e.id()))
             .finish()
     }
 }
@@ -182,7 +205,7 @@ impl ServerHandle {
 
     /// The full Iroh address of the server's endpoint (id and bound sockets).
     pub fn iroh_addr(&self) -> Option<EndpointAddr> {
-        self.iroh.as_ref().map(|r| crate::iroh::endpoint::addr(r.endpoint()))
+        self.endpoint().map(crate::iroh::endpoint::addr)
     }
 
     /// Both addresses as one [`crate::PeerAddr`], printable as a ticket for other nodes.
@@ -192,13 +215,17 @@ impl ServerHandle {
 
     /// The server's Iroh endpoint.
     pub fn endpoint(&self) -> Option<&Endpoint> {
-        self.iroh.as_ref().map(|r| r.endpoint())
+        self.iroh.as_ref().map(|(r, _)| r.endpoint())
     }
 
-    /// Stops accepting calls, lets in-flight calls finish within the grace period, then closes.
+    /// Stops accepting calls (new gRPC connections are refused, new Iroh calls get `UNAVAILABLE`), lets
+    /// in-flight calls finish within the grace period, then closes both transports.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.grpc_stop.take() {
             let _ = stop.send(());
+        }
+        if let Some((_, protocol)) = &self.iroh {
+            protocol.drain();
         }
         self.tracker.close();
         let grpc = async {
@@ -207,7 +234,7 @@ impl ServerHandle {
             }
         };
         let _ = tokio::time::timeout(self.grace, async { tokio::join!(grpc, self.tracker.wait()) }).await;
-        if let Some(router) = self.iroh.take()
+        if let Some((router, _)) = self.iroh.take()
             && let Err(e) = router.shutdown().await
         {
             tracing::warn!(error = %e, "iroh router did not shut down cleanly");

@@ -8,7 +8,8 @@ use tonic::metadata::MetadataMap;
 
 use crate::Status;
 use crate::codec::Message;
-use crate::iroh::recv::IrohStream;
+use crate::iroh::recv::{AbortOnDrop, IrohStream};
+use tokio::time::Sleep;
 
 /// A boxed stream of messages or a status: what server-streaming and bidi handlers return.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -20,6 +21,17 @@ pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 's
 /// the same handler code reads from gRPC's HTTP/2 body or from an Iroh QUIC stream.
 pub struct Streaming<T> {
     inner: Inner<T>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    done: bool,
+    _guard: Option<CallGuard>,
+}
+
+/// What ends a call when its response stream is dropped.
+pub(crate) enum CallGuard {
+    /// gRPC: fails the request body so hyper resets the HTTP/2 stream.
+    Cancel(#[allow(dead_code)] crate::grpc::CancelOnDrop),
+    /// Iroh: aborts the task writing requests, which resets the QUIC stream.
+    Abort(#[allow(dead_code)] AbortOnDrop),
 }
 
 enum Inner<T> {
@@ -58,16 +70,31 @@ impl<T: Message> Streaming<T> {
     where
         S: Stream<Item = Result<T, Status>> + Send + 'static,
     {
-        Self { inner: Inner::Local(Box::pin(stream)) }
+        Self::new(Inner::Local(Box::pin(stream)))
     }
 
     /// Wraps tonic's HTTP/2 stream.
     pub fn from_grpc(stream: tonic::Streaming<T>) -> Self {
-        Self { inner: Inner::Grpc(stream) }
+        Self::new(Inner::Grpc(stream))
     }
 
     pub(crate) fn from_iroh(stream: IrohStream<T>) -> Self {
-        Self { inner: Inner::Iroh(stream) }
+        Self::new(Inner::Iroh(stream))
+    }
+
+    fn new(inner: Inner<T>) -> Self {
+        Self { inner, deadline: None, done: false, _guard: None }
+    }
+
+    /// Ends the stream with `DEADLINE_EXCEEDED` at `deadline`, dropping the call.
+    pub(crate) fn with_deadline(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+        self
+    }
+
+    pub(crate) fn with_guard(mut self, guard: CallGuard) -> Self {
+        self._guard = Some(guard);
+        self
     }
 
     /// The next message, `Ok(None)` at the end of the stream, or the status the stream ended with.
@@ -96,8 +123,23 @@ impl<T: Message> Stream for Streaming<T> {
     type Item = Result<T, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match &mut self.get_mut().inner {
-            Inner::Grpc(s) => Pin::new(s).poll_next(cx),
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            // Dropping the transport stream cancels the call on the server.
+            this.done = true;
+            this.inner = Inner::Local(Box::pin(futures_util::stream::empty()));
+            this._guard = None;
+            return Poll::Ready(Some(Err(crate::deadline::exceeded())));
+        }
+        match &mut this.inner {
+            Inner::Grpc(s) => {
+                Pin::new(s).poll_next(cx).map(|i| i.map(|r| r.map_err(crate::grpc::fix_size_limit_status)))
+            }
             Inner::Iroh(s) => Pin::new(s).poll_next(cx),
             Inner::Local(s) => s.as_mut().poll_next(cx),
         }

@@ -4,6 +4,7 @@
 #![deny(warnings)]
 
 pub mod harness;
+pub mod interop;
 pub mod services;
 
 /// Every test package, nested by package name.

@@ -7,16 +7,22 @@ use tonic::client::Grpc;
 use tonic::transport::Channel as TonicChannel;
 use tonic_prost::ProstCodec;
 
+use super::cancel::CancelChannel;
 use crate::channel::CallOptions;
 use crate::codec::Message;
 use crate::method::MethodDesc;
+use crate::streaming::CallGuard;
 use crate::{Request, Response, Status, Streaming, Transport, deadline};
 
-async fn ready(channel: &TonicChannel, opts: &CallOptions) -> Result<Grpc<TonicChannel>, Status> {
-    let mut grpc = Grpc::new(channel.clone())
+async fn ready<T>(channel: T, opts: &CallOptions) -> Result<Grpc<T>, Status>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut grpc = Grpc::new(channel)
         .max_decoding_message_size(opts.limits.max_decoding_message_size)
         .max_encoding_message_size(opts.limits.max_encoding_message_size);
-    grpc.ready().await.map_err(|e| Status::unavailable(format!("gRPC channel not ready: {e}")))?;
+    grpc.ready().await.map_err(|e| Status::unavailable(format!("gRPC channel not ready: {}", e.into())))?;
     Ok(grpc)
 }
 
@@ -38,10 +44,11 @@ async fn within<T>(
     req_timeout: Option<std::time::Duration>,
     fut: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
-    match req_timeout {
+    let result = match req_timeout {
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
         None => fut.await,
-    }
+    };
+    result.map_err(super::fix_size_limit_status)
 }
 
 pub(crate) async fn unary<Req: Message, Resp: Message>(
@@ -52,7 +59,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
 ) -> Result<Response<Resp>, Status> {
     let req = prepare(req, desc, opts);
     within(deadline::from_metadata(req.metadata()), async {
-        let mut grpc = ready(channel, opts).await?;
+        let mut grpc = ready(channel.clone(), opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         grpc.unary(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
     })
@@ -66,11 +73,13 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     opts: &CallOptions,
 ) -> Result<Response<Streaming<Resp>>, Status> {
     let req = prepare(req, desc, opts);
-    within(deadline::from_metadata(req.metadata()), async {
-        let mut grpc = ready(channel, opts).await?;
+    let timeout = deadline::from_metadata(req.metadata());
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    within(timeout, async {
+        let mut grpc = ready(channel.clone(), opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.server_streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
-        Ok(tag(resp.map(Streaming::from_grpc)))
+        Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline))))
     })
     .await
 }
@@ -87,6 +96,8 @@ where
     Resp: Message,
 {
     let req = prepare(req, desc, opts);
+    let (channel, _cancel_on_drop) = CancelChannel::new(channel.clone());
+    // `_cancel_on_drop` goes with this future: a caller who gives up resets the HTTP/2 stream.
     within(deadline::from_metadata(req.metadata()), async {
         let mut grpc = ready(channel, opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
@@ -107,11 +118,15 @@ where
     Resp: Message,
 {
     let req = prepare(req, desc, opts);
-    within(deadline::from_metadata(req.metadata()), async {
+    let timeout = deadline::from_metadata(req.metadata());
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let (channel, guard) = CancelChannel::new(channel.clone());
+    within(timeout, async {
         let mut grpc = ready(channel, opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
-        Ok(tag(resp.map(Streaming::from_grpc)))
+        // The response stream owns the guard: dropping it cancels the call.
+        Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline).with_guard(CallGuard::Cancel(guard)))))
     })
     .await
 }

@@ -1,5 +1,9 @@
 //! tonic glue: duet's generic calls over a `tonic::transport::Channel`.
 
+mod cancel;
 mod client;
+mod layer;
 
+pub(crate) use cancel::CancelOnDrop;
 pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
+pub(crate) use layer::{DuetGrpcLayer, fix_size_limit_status};

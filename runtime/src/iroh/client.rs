@@ -15,6 +15,7 @@ use super::wire::{self, RequestHeader, ResponseHeader, Trailer};
 use crate::channel::CallOptions;
 use crate::codec::{Message, WireCodec};
 use crate::method::MethodDesc;
+use crate::streaming::CallGuard;
 use crate::{Request, Response, Status, Streaming, Transport, deadline, metadata_wire};
 
 enum Head {
@@ -105,11 +106,11 @@ fn streaming_response<Resp: Message>(
 ) -> Result<Response<Streaming<Resp>>, Status> {
     match head {
         Head::Headers(md) => {
-            let mut stream = IrohStream::new(frames, codec, Role::Client).with_deadline(deadline);
+            let mut stream = Streaming::from_iroh(IrohStream::new(frames, codec, Role::Client)).with_deadline(deadline);
             if let Some(w) = writer {
-                stream = stream.with_writer(w);
+                stream = stream.with_guard(CallGuard::Abort(w));
             }
-            Ok(Response::from_parts(md, Streaming::from_iroh(stream), response_extensions()))
+            Ok(Response::from_parts(md, stream, response_extensions()))
         }
         Head::TrailersOnly(status) if status.code() == tonic::Code::Ok => Ok(Response::from_parts(
             MetadataMap::new(),

@@ -7,7 +7,6 @@ use std::task::{Context, Poll, ready};
 use futures_util::Stream;
 use iroh::endpoint::RecvStream;
 use tokio::task::AbortHandle;
-use tokio::time::Sleep;
 use tokio_util::codec::FramedRead;
 use tonic::metadata::MetadataMap;
 
@@ -44,24 +43,12 @@ pub(crate) struct IrohStream<T> {
     role: Role,
     done: bool,
     trailers: Option<MetadataMap>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    _writer: Option<AbortOnDrop>,
     _msg: PhantomData<fn() -> T>,
 }
 
 impl<T> IrohStream<T> {
     pub fn new(frames: Frames, codec: WireCodec, role: Role) -> Self {
-        Self { frames, codec, role, done: false, trailers: None, deadline: None, _writer: None, _msg: PhantomData }
-    }
-
-    pub fn with_deadline(mut self, deadline: Option<tokio::time::Instant>) -> Self {
-        self.deadline = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-        self
-    }
-
-    pub fn with_writer(mut self, writer: AbortOnDrop) -> Self {
-        self._writer = Some(writer);
-        self
+        Self { frames, codec, role, done: false, trailers: None, _msg: PhantomData }
     }
 
     pub fn take_trailers(&mut self) -> Option<MetadataMap> {
@@ -106,12 +93,6 @@ impl<T: Message> Stream for IrohStream<T> {
         let this = self.get_mut();
         if this.done {
             return Poll::Ready(None);
-        }
-        if let Some(deadline) = this.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            this.done = true;
-            return Poll::Ready(Some(Err(crate::deadline::exceeded())));
         }
         loop {
             let next = ready!(Pin::new(&mut this.frames).poll_next(cx));

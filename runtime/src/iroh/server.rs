@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -25,7 +26,7 @@ use crate::codec::{Message, WireCodec};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
 use crate::peer::IrohPeer;
-use crate::{BoxStream, Request, Response, Status, Streaming, deadline, metadata_wire};
+use crate::{BoxStream, Request, Response, Status, Streaming, Trailers, deadline, metadata_wire};
 
 /// How long a new stream may take to deliver its request header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -211,21 +212,23 @@ async fn respond<Resp: Message>(
     };
     let result = match reply {
         Reply::One(response) => {
-            let (md, msg, _) = response.into_parts();
+            let (md, msg, mut ext) = response.into_parts();
+            let trailer = success_trailer(&mut ext);
             match codec.encode(&msg, limit) {
                 Err(status) => send.trailer(&trailer_from_status(&status)).await,
                 Ok(body) => {
                     async {
                         send_header(send, md).await?;
                         send.frame(FrameKind::Message, body).await?;
-                        send.trailer(&ok_trailer()).await
+                        send.trailer(&trailer).await
                     }
                     .await
                 }
             }
         }
         Reply::Many(response) => {
-            let (md, mut stream, _) = response.into_parts();
+            let (md, mut stream, mut ext) = response.into_parts();
+            let trailer = success_trailer(&mut ext);
             async {
                 send_header(send, md).await?;
                 while let Some(item) = stream.next().await {
@@ -238,7 +241,7 @@ async fn respond<Resp: Message>(
                     };
                     sent?;
                 }
-                send.trailer(&ok_trailer()).await
+                send.trailer(&trailer).await
             }
             .await
         }
@@ -246,6 +249,14 @@ async fn respond<Resp: Message>(
     if let Err(e) = result {
         tracing::debug!(error = %e, "response not delivered");
     }
+}
+
+fn success_trailer(ext: &mut Extensions) -> super::wire::Trailer {
+    let mut trailer = ok_trailer();
+    if let Some(Trailers(md)) = ext.remove::<Trailers>() {
+        trailer.metadata = metadata_wire::to_wire(md);
+    }
+    trailer
 }
 
 async fn send_header(send: &mut FrameSender, md: MetadataMap) -> Result<(), Status> {
@@ -258,6 +269,8 @@ pub(crate) struct Registry {
     services: HashMap<&'static str, Arc<dyn IrohService>>,
     limits: Limits,
     tracker: TaskTracker,
+    max_concurrent_calls: u32,
+    draining: AtomicBool,
 }
 
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
@@ -274,15 +287,28 @@ impl fmt::Debug for DuetProtocol {
 }
 
 impl DuetProtocol {
-    pub fn new(services: Vec<Arc<dyn IrohService>>, limits: Limits, tracker: TaskTracker) -> Self {
+    pub fn new(
+        services: Vec<Arc<dyn IrohService>>,
+        limits: Limits,
+        tracker: TaskTracker,
+        max_concurrent_calls: u32,
+    ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
-        Self { registry: Arc::new(Registry { services, limits, tracker }) }
+        let draining = AtomicBool::new(false);
+        Self { registry: Arc::new(Registry { services, limits, tracker, max_concurrent_calls, draining }) }
+    }
+
+    /// From now on, new calls are refused with `UNAVAILABLE` while calls in flight finish.
+    pub fn drain(&self) {
+        self.registry.draining.store(true, Ordering::SeqCst);
     }
 }
 
 impl ProtocolHandler for DuetProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
+        // Calls past the limit wait for a slot: QUIC does not let the client open another stream.
+        conn.set_max_concurrent_bi_streams(self.registry.max_concurrent_calls.into());
         while let Ok((send, recv)) = conn.accept_bi().await {
             let registry = self.registry.clone();
             self.registry.tracker.spawn(async move { registry.serve_stream(peer, send, recv).await });
@@ -301,6 +327,11 @@ impl Registry {
     async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream) {
         let mut frames = recv::frames(recv, self.limits.max_decoding_message_size);
         let mut send = FrameSender::new(send);
+        if self.draining.load(Ordering::SeqCst) {
+            let status = Status::unavailable("the server is shutting down");
+            let _ = send.trailer(&trailer_from_status(&status)).await;
+            return;
+        }
         let header = match tokio::time::timeout(HEADER_TIMEOUT, frames.next()).await {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
