@@ -7,8 +7,8 @@ use std::time::Duration;
 use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointAddr};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
@@ -157,16 +157,16 @@ impl Server {
             for s in &self.services {
                 s.add_grpc(&mut routes, &self.limits);
             }
-            let (tx, rx) = oneshot::channel::<()>();
+            let stop = CancellationToken::new();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = crate::grpc::UntilShutdown::new(incoming, stop.clone().cancelled_owned());
             let router = tonic::transport::Server::builder()
                 .max_concurrent_streams(self.max_concurrent_calls)
                 .layer(crate::grpc::DuetGrpcLayer)
                 .add_routes(routes.routes());
-            grpc_task = Some(tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
-            })));
-            grpc_stop = Some(tx);
+            grpc_task =
+                Some(tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())));
+            grpc_stop = Some(stop);
         }
         let tracker = TaskTracker::new();
         let iroh = self.iroh.map(|endpoint| {
@@ -182,7 +182,7 @@ impl Server {
 pub struct ServerHandle {
     grpc_addr: Option<SocketAddr>,
     grpc_task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-    grpc_stop: Option<oneshot::Sender<()>>,
+    grpc_stop: Option<CancellationToken>,
     iroh: Option<(Router, DuetProtocol)>,
     tracker: TaskTracker,
     grace: Duration,
@@ -222,7 +222,7 @@ impl ServerHandle {
     /// in-flight calls finish within the grace period, then closes both transports.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.grpc_stop.take() {
-            let _ = stop.send(());
+            stop.cancel();
         }
         if let Some((_, protocol)) = &self.iroh {
             protocol.drain();

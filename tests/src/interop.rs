@@ -26,6 +26,8 @@ pub struct TestServiceImpl {
     pub cancelled: Arc<AtomicUsize>,
     /// Handlers started.
     pub started: Arc<AtomicUsize>,
+    /// Response messages produced by streaming handlers (to observe flow control).
+    pub produced: Arc<AtomicUsize>,
 }
 
 /// Increments `cancelled` unless disarmed: lives as long as a handler or its response stream.
@@ -83,9 +85,11 @@ fn echo_metadata<T>(request_md: &MetadataMap, mut response: Response<T>) -> Resp
 fn output_stream(
     requests: impl futures_util::Stream<Item = Result<StreamingOutputCallRequest, Status>> + Send + 'static,
     guard: CancelGuard,
+    produced: Arc<AtomicUsize>,
 ) -> BoxStream<StreamingOutputCallResponse> {
     let responses = requests
-        .map(|req| -> BoxStream<StreamingOutputCallResponse> {
+        .map(move |req| -> BoxStream<StreamingOutputCallResponse> {
+            let produced = produced.clone();
             let req = match req {
                 Ok(r) => r,
                 Err(s) => return Box::pin(futures_util::stream::iter([Err(s)])),
@@ -93,11 +97,15 @@ fn output_stream(
             if let Err(s) = requested_status(&req.response_status) {
                 return Box::pin(futures_util::stream::iter([Err(s)]));
             }
-            Box::pin(futures_util::stream::iter(req.response_parameters).then(|p| async move {
-                if p.interval_us > 0 {
-                    tokio::time::sleep(Duration::from_micros(p.interval_us as u64)).await;
+            Box::pin(futures_util::stream::iter(req.response_parameters).then(move |p| {
+                let produced = produced.clone();
+                async move {
+                    produced.fetch_add(1, Ordering::SeqCst);
+                    if p.interval_us > 0 {
+                        tokio::time::sleep(Duration::from_micros(p.interval_us as u64)).await;
+                    }
+                    Ok(StreamingOutputCallResponse { payload: Some(payload(p.size)?) })
                 }
-                Ok(StreamingOutputCallResponse { payload: Some(payload(p.size)?) })
             }))
         })
         .flatten();
@@ -136,7 +144,7 @@ impl TestService for TestServiceImpl {
     ) -> Result<Response<BoxStream<StreamingOutputCallResponse>>, Status> {
         let guard = self.guard();
         let (md, _, req) = request.into_parts();
-        let stream = output_stream(futures_util::stream::iter([Ok(req)]), guard);
+        let stream = output_stream(futures_util::stream::iter([Ok(req)]), guard, self.produced.clone());
         Ok(echo_metadata(&md, Response::new(stream)))
     }
 
@@ -161,7 +169,7 @@ impl TestService for TestServiceImpl {
     ) -> Result<Response<BoxStream<StreamingOutputCallResponse>>, Status> {
         let guard = self.guard();
         let (md, _, stream) = request.into_parts();
-        Ok(echo_metadata(&md, Response::new(output_stream(stream, guard))))
+        Ok(echo_metadata(&md, Response::new(output_stream(stream, guard, self.produced.clone()))))
     }
 
     async fn half_duplex_call(
@@ -172,7 +180,10 @@ impl TestService for TestServiceImpl {
         let (md, _, stream) = request.into_parts();
         // Half duplex: read every request first, then answer them in order.
         let requests: Vec<_> = stream.collect().await;
-        Ok(echo_metadata(&md, Response::new(output_stream(futures_util::stream::iter(requests), guard))))
+        Ok(echo_metadata(
+            &md,
+            Response::new(output_stream(futures_util::stream::iter(requests), guard, self.produced.clone())),
+        ))
     }
 
     async fn unimplemented_call(&self, _: Request<()>) -> Result<Response<()>, Status> {

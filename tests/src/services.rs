@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use duet::{BoxStream, Code, Request, Response, Status, Streaming};
+use duet::metadata::KeyAndValueRef;
+use duet::{BoxStream, Code, Request, RequestExt, Response, Status, Streaming};
 use futures_util::StreamExt;
 
 use crate::pb::cases::a::v1::{Everything, Tree};
@@ -24,13 +25,29 @@ fn failure(req: &EchoRequest) -> Option<Status> {
 }
 
 impl Kinds for KindsImpl {
+    /// Echoes the text; `"peer"` answers with the caller's identity instead. Request metadata whose key
+    /// starts with `x-echo-` comes back as response metadata.
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        let req = request.into_inner();
+        let peer = request.peer();
+        let (md, _, req) = request.into_parts();
         if let Some(status) = failure(&req) {
             return Err(status);
         }
-        Ok(Response::new(EchoReply { text: req.text, index: 0 }))
+        let text = if req.text == "peer" { format!("{peer:?}") } else { req.text };
+        let mut resp = Response::new(EchoReply { text, index: 0 });
+        for kv in md.iter() {
+            match kv {
+                KeyAndValueRef::Ascii(k, v) if k.as_str().starts_with("x-echo-") => {
+                    resp.metadata_mut().append(k.clone(), v.clone());
+                }
+                KeyAndValueRef::Binary(k, v) if k.as_str().starts_with("x-echo-") => {
+                    resp.metadata_mut().append_bin(k.clone(), v.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(resp)
     }
 
     async fn count(&self, request: Request<CountRequest>) -> Result<Response<BoxStream<EchoReply>>, Status> {

@@ -34,6 +34,32 @@ fn prepare<T>(mut req: Request<T>, desc: &MethodDesc, opts: &CallOptions) -> Req
     req
 }
 
+/// hyper reports a call cut off by a closing connection (after GOAWAY, say) as `CANCELLED`; gRPC calls
+/// that `UNAVAILABLE` (the call may be retried), and so does duet on both transports. A `CANCELLED` sent
+/// by the server carries no transport error and is left alone.
+fn connection_closed_is_unavailable(status: Status) -> Status {
+    use std::error::Error as _;
+    let from_transport = status.source().is_some_and(|e| e.is::<tonic::transport::Error>());
+    if status.code() == tonic::Code::Cancelled && from_transport {
+        Status::unavailable(format!("the connection closed before the call completed: {}", status.message()))
+    } else {
+        status
+    }
+}
+
+/// tonic's client fails an oversized request with an HTTP/2 reset (`INTERNAL`); check first, so the
+/// caller gets `RESOURCE_EXHAUSTED` as on the Iroh wire, and nothing is sent.
+fn check_encoded_size<M: Message>(msg: &M, opts: &CallOptions) -> Result<(), Status> {
+    let len = msg.encoded_len();
+    let limit = opts.limits.max_encoding_message_size;
+    if len > limit {
+        return Err(Status::resource_exhausted(format!(
+            "encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+        )));
+    }
+    Ok(())
+}
+
 fn tag<T>(mut resp: Response<T>) -> Response<T> {
     resp.extensions_mut().insert(Transport::Grpc);
     resp
@@ -48,7 +74,7 @@ async fn within<T>(
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
         None => fut.await,
     };
-    result.map_err(super::fix_size_limit_status)
+    result.map_err(|s| connection_closed_is_unavailable(super::fix_size_limit_status(s)))
 }
 
 pub(crate) async fn unary<Req: Message, Resp: Message>(
@@ -57,6 +83,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     desc: &'static MethodDesc,
     opts: &CallOptions,
 ) -> Result<Response<Resp>, Status> {
+    check_encoded_size(req.get_ref(), opts)?;
     let req = prepare(req, desc, opts);
     within(deadline::from_metadata(req.metadata()), async {
         let mut grpc = ready(channel.clone(), opts).await?;
@@ -72,6 +99,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     desc: &'static MethodDesc,
     opts: &CallOptions,
 ) -> Result<Response<Streaming<Resp>>, Status> {
+    check_encoded_size(req.get_ref(), opts)?;
     let req = prepare(req, desc, opts);
     let timeout = deadline::from_metadata(req.metadata());
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);

@@ -1,0 +1,183 @@
+//! The gRPC path is stock gRPC: clients that never heard of duet call a duet server, and duet's client
+//! calls a server that never heard of duet.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use duet::{Channel, Server, Transport};
+use duet_tests::harness;
+use duet_tests::interop::TestServiceImpl;
+use duet_tests::pb::grpc::testing::test_service_client::TestServiceClient as TonicClient;
+use duet_tests::pb::grpc::testing::test_service_server::{
+    TestService as TonicTestService, TestServiceServer as TonicServer,
+};
+use duet_tests::pb::grpc::testing::{
+    Payload, ResponseParameters, SimpleRequest, SimpleResponse, StreamingInputCallRequest, StreamingInputCallResponse,
+    StreamingOutputCallRequest, StreamingOutputCallResponse, TestServiceClient, TestServiceServer,
+};
+use futures_util::StreamExt;
+use tonic::{Request, Response, Status};
+
+fn body(n: usize) -> Option<Payload> {
+    Some(Payload { r#type: 0, body: Bytes::from(vec![0u8; n]) })
+}
+
+fn streaming_request(sizes: &[i32]) -> StreamingOutputCallRequest {
+    StreamingOutputCallRequest {
+        response_parameters: sizes.iter().map(|&size| ResponseParameters { size, interval_us: 0 }).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn plain_tonic_client_calls_a_duet_server() {
+    let running =
+        harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
+    let uri = format!("http://{}", running.server.grpc_addr().unwrap());
+    let mut client = TonicClient::connect(uri).await.unwrap();
+
+    let resp =
+        client.unary_call(SimpleRequest { response_size: 314_159, payload: body(271_828), ..Default::default() });
+    assert_eq!(resp.await.unwrap().into_inner().payload.unwrap().body.len(), 314_159);
+
+    let resp = client.streaming_output_call(streaming_request(&[31_415, 9, 2_653, 58_979])).await.unwrap();
+    let sizes: Vec<_> = resp.into_inner().map(|r| r.unwrap().payload.unwrap().body.len()).collect().await;
+    assert_eq!(sizes, [31_415, 9, 2_653, 58_979]);
+
+    let reqs = [27_182, 8, 1_828, 45_904].map(|n| StreamingInputCallRequest { payload: body(n) });
+    let resp = client.streaming_input_call(futures_util::stream::iter(reqs)).await.unwrap();
+    assert_eq!(resp.into_inner().aggregated_payload_size, 74_922);
+
+    let reqs = [streaming_request(&[10]), streaming_request(&[20])];
+    let resp = client.full_duplex_call(futures_util::stream::iter(reqs)).await.unwrap();
+    let sizes: Vec<_> = resp.into_inner().map(|r| r.unwrap().payload.unwrap().body.len()).collect().await;
+    assert_eq!(sizes, [10, 20]);
+    running.stop().await;
+}
+
+/// Python's grpcio, installed by `.ci/run` in a virtualenv (`DUET_PYTHON` names its interpreter).
+#[tokio::test]
+async fn grpcio_client_calls_a_duet_server() {
+    let python = std::env::var("DUET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_grpcio = Command::new(&python).args(["-c", "import grpc, grpc_tools"]).status().is_ok_and(|s| s.success());
+    if !has_grpcio {
+        assert!(
+            std::env::var_os("DUET_REQUIRE_GRPCIO").is_none(),
+            "DUET_REQUIRE_GRPCIO is set but {python} cannot import grpc and grpc_tools"
+        );
+        eprintln!("skipped: {python} has no grpcio; `.ci/run` installs it (pip install grpcio grpcio-tools)");
+        return;
+    }
+    let running =
+        harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
+    let target = running.server.grpc_addr().unwrap().to_string();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let output = tokio::process::Command::new(&python)
+        .arg(format!("{root}/tests/interop/grpcio_client.py"))
+        .arg(&target)
+        .arg(format!("{root}/proto"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "grpcio client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("timeout_on_sleeping_server"), "{stdout}");
+    eprintln!("{stdout}");
+    running.stop().await;
+}
+
+/// A tonic service written against tonic's own generated trait, no duet involved.
+struct PlainTonic;
+
+#[tonic::async_trait]
+impl TonicTestService for PlainTonic {
+    async fn empty_call(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        Ok(Response::new(()))
+    }
+
+    async fn unary_call(&self, req: Request<SimpleRequest>) -> Result<Response<SimpleResponse>, Status> {
+        Ok(Response::new(SimpleResponse { payload: body(req.into_inner().response_size as usize) }))
+    }
+
+    type StreamingOutputCallStream = duet::BoxStream<StreamingOutputCallResponse>;
+
+    async fn streaming_output_call(
+        &self,
+        req: Request<StreamingOutputCallRequest>,
+    ) -> Result<Response<Self::StreamingOutputCallStream>, Status> {
+        let sizes = req.into_inner().response_parameters.into_iter().map(|p| p.size as usize);
+        let out = sizes.map(|n| Ok(StreamingOutputCallResponse { payload: body(n) }));
+        Ok(Response::new(Box::pin(futures_util::stream::iter(out))))
+    }
+
+    async fn streaming_input_call(
+        &self,
+        req: Request<tonic::Streaming<StreamingInputCallRequest>>,
+    ) -> Result<Response<StreamingInputCallResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut total = 0;
+        while let Some(r) = stream.message().await? {
+            total += r.payload.map_or(0, |p| p.body.len() as i32);
+        }
+        Ok(Response::new(StreamingInputCallResponse { aggregated_payload_size: total }))
+    }
+
+    type FullDuplexCallStream = duet::BoxStream<StreamingOutputCallResponse>;
+
+    async fn full_duplex_call(
+        &self,
+        req: Request<tonic::Streaming<StreamingOutputCallRequest>>,
+    ) -> Result<Response<Self::FullDuplexCallStream>, Status> {
+        let out = req.into_inner().map(|r| {
+            let size = r?.response_parameters.first().map_or(0, |p| p.size as usize);
+            Ok(StreamingOutputCallResponse { payload: body(size) })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    type HalfDuplexCallStream = duet::BoxStream<StreamingOutputCallResponse>;
+
+    async fn half_duplex_call(
+        &self,
+        _: Request<tonic::Streaming<StreamingOutputCallRequest>>,
+    ) -> Result<Response<Self::HalfDuplexCallStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn unimplemented_call(&self, _: Request<()>) -> Result<Response<()>, Status> {
+        Err(Status::unimplemented("by design"))
+    }
+}
+
+#[tokio::test]
+async fn duet_client_calls_a_plain_tonic_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TonicServer::new(PlainTonic))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = TestServiceClient::new(Channel::connect_grpc(format!("http://{addr}")).await.unwrap());
+
+    let resp = client.unary_call(SimpleRequest { response_size: 314_159, ..Default::default() }).await.unwrap();
+    assert_eq!(resp.extensions().get::<Transport>(), Some(&Transport::Grpc));
+    assert_eq!(resp.into_inner().payload.unwrap().body.len(), 314_159);
+
+    let stream = client.streaming_output_call(streaming_request(&[31_415, 9])).await.unwrap().into_inner();
+    let sizes: Vec<_> = stream.map(|r| r.unwrap().payload.unwrap().body.len()).collect().await;
+    assert_eq!(sizes, [31_415, 9]);
+
+    let reqs = [27_182, 8, 1_828, 45_904].map(|n| StreamingInputCallRequest { payload: body(n) });
+    let resp = client.streaming_input_call(futures_util::stream::iter(reqs)).await.unwrap();
+    assert_eq!(resp.into_inner().aggregated_payload_size, 74_922);
+
+    let reqs = [streaming_request(&[10]), streaming_request(&[20])];
+    let stream = client.full_duplex_call(futures_util::stream::iter(reqs)).await.unwrap().into_inner();
+    let sizes: Vec<_> = stream.map(|r| r.unwrap().payload.unwrap().body.len()).collect().await;
+    assert_eq!(sizes, [10, 20]);
+
+    let err = client.unimplemented_call(()).await.unwrap_err();
+    assert_eq!(err.code(), duet::Code::Unimplemented);
+    server.abort();
+}
