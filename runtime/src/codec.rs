@@ -11,10 +11,10 @@ use crate::Status;
 /// Everything a message type needs to travel on both transports.
 ///
 /// Implemented automatically for every prost message that also derives serde's traits, which is what
-/// `duet-codegen` generates.
-pub trait Message: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+/// `duet-codegen` generates. `Clone` lets Dual mode retry an idempotent call over gRPC.
+pub trait Message: prost::Message + Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {}
 
-impl<T> Message for T where T: prost::Message + Serialize + DeserializeOwned + Default + Send + Sync + 'static {}
+impl<T> Message for T where T: prost::Message + Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {}
 
 /// The encoding of message bodies on the Iroh wire, chosen per service at build time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

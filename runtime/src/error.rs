@@ -17,6 +17,15 @@ pub enum Error {
     /// A server was asked to serve on no transport at all.
     #[error("the server has no transport: call .grpc(addr) and/or .iroh(endpoint) before serve()")]
     NoTransport,
+    /// A peer address lacks what the transport mode needs.
+    #[error("{0}")]
+    PeerAddr(String),
+    /// The transport config is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::ConfigError),
+    /// The Iroh endpoint could not be bound.
+    #[error("cannot bind the Iroh endpoint: {0}")]
+    IrohBind(String),
     /// Any other I/O error.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -3,14 +3,17 @@
 
 mod channel;
 mod codec;
+pub mod config;
 mod deadline;
 mod error;
 mod grpc;
 mod limits;
 mod metadata_wire;
 mod method;
+pub mod metrics;
 mod peer;
 mod peer_addr;
+pub mod routing;
 mod server;
 mod streaming;
 mod trailers;
@@ -18,8 +21,9 @@ mod trailers;
 pub mod iroh;
 pub mod well_known;
 
-pub use channel::{CallOptions, Channel, Transport};
+pub use channel::{BreakerState, CallOptions, Channel, Transport};
 pub use codec::{Message, WireCodec};
+pub use config::{Config, ConfigError, Mode, RaftTransport, TransportConfig};
 pub use error::Error;
 pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};
 pub use method::{MethodDesc, MethodKind};

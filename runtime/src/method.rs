@@ -24,6 +24,9 @@ pub struct MethodDesc {
     pub service: &'static str,
     /// The method's proto name, `Method`.
     pub method: &'static str,
+    /// The service's config name (`prefer_iroh_for` and metrics use it): snake_case of the proto
+    /// service name unless set with `duet_codegen::Builder::config_name`.
+    pub config_name: &'static str,
     /// The call shape.
     pub kind: MethodKind,
     /// True when the proto marks the method `NO_SIDE_EFFECTS` or `IDEMPOTENT`: such a call may be

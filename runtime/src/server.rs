@@ -61,6 +61,8 @@ enum GrpcListen {
 pub struct Server {
     grpc: Option<GrpcListen>,
     iroh: Option<Endpoint>,
+    /// Bind the endpoint from this config at `serve` if none was given.
+    iroh_config: Option<crate::config::IrohConfig>,
     services: Vec<Box<dyn Service>>,
     limits: Limits,
     grace: Duration,
@@ -79,11 +81,28 @@ impl Server {
         Self {
             grpc: None,
             iroh: None,
+            iroh_config: None,
             services: vec![],
             limits: Limits::default(),
             grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
         }
+    }
+
+    /// A server set up as `[transport]` says: gRPC on `grpc.bind_address` unless the mode is `iroh`,
+    /// Iroh (an endpoint bound from `[transport.iroh]` at `serve`, unless you pass one with
+    /// [`Server::iroh`]) unless the mode is `grpc`, and `grpc.max_message_size` as the decoding limit
+    /// on both.
+    pub fn from_config(config: &crate::TransportConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let mut server = Self::builder().max_decoding_message_size(config.grpc.max_message_size);
+        if config.mode != crate::Mode::Iroh {
+            server = server.grpc(config.grpc.bind_address);
+        }
+        if config.mode != crate::Mode::Grpc {
+            server.iroh_config = Some(config.iroh.clone());
+        }
+        Ok(server)
     }
 
     /// Serves gRPC on a TCP listener bound to `addr` (port 0 picks a free port; see
@@ -138,7 +157,12 @@ impl Server {
     }
 
     /// Binds and starts serving in the background; the handle tells the bound addresses and stops it.
-    pub async fn serve(self) -> Result<ServerHandle, Error> {
+    pub async fn serve(mut self) -> Result<ServerHandle, Error> {
+        if self.iroh.is_none()
+            && let Some(cfg) = &self.iroh_config
+        {
+            self.iroh = Some(crate::iroh::endpoint::bind_from_config(cfg).await?);
+        }
         if self.grpc.is_none() && self.iroh.is_none() {
             return Err(Error::NoTransport);
         }
@@ -169,12 +193,22 @@ impl Server {
             grpc_stop = Some(stop);
         }
         let tracker = TaskTracker::new();
-        let iroh = self.iroh.map(|endpoint| {
-            let services = self.services.iter().filter_map(|s| s.iroh()).collect();
-            let protocol = DuetProtocol::new(services, self.limits, tracker.clone(), self.max_concurrent_calls);
-            (Router::builder(endpoint).accept(ALPN, protocol.clone()).spawn(), protocol)
-        });
-        Ok(ServerHandle { grpc_addr, grpc_task, grpc_stop, iroh, tracker, grace: self.grace })
+        let iroh_services: Vec<_> = self.services.iter().filter_map(|s| s.iroh()).collect();
+        let mut handle = ServerHandle {
+            grpc_addr,
+            grpc_task,
+            grpc_stop,
+            iroh: None,
+            iroh_services,
+            limits: self.limits,
+            max_concurrent_calls: self.max_concurrent_calls,
+            tracker,
+            grace: self.grace,
+        };
+        if let Some(endpoint) = self.iroh {
+            handle.start_iroh(endpoint);
+        }
+        Ok(handle)
     }
 }
 
@@ -184,6 +218,9 @@ pub struct ServerHandle {
     grpc_task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     grpc_stop: Option<CancellationToken>,
     iroh: Option<(Router, DuetProtocol)>,
+    iroh_services: Vec<Arc<dyn IrohService>>,
+    limits: Limits,
+    max_concurrent_calls: u32,
     tracker: TaskTracker,
     grace: Duration,
 }
@@ -216,6 +253,25 @@ impl ServerHandle {
     /// The server's Iroh endpoint.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.iroh.as_ref().map(|(r, _)| r.endpoint())
+    }
+
+    /// Serves the Iroh side on `endpoint` (after [`ServerHandle::stop_iroh`], say, with an endpoint
+    /// bound to the same key and port so peers find it again). Replaces any Iroh side running.
+    pub fn start_iroh(&mut self, endpoint: Endpoint) {
+        let protocol =
+            DuetProtocol::new(self.iroh_services.clone(), self.limits, self.tracker.clone(), self.max_concurrent_calls);
+        let router = Router::builder(endpoint).accept(ALPN, protocol.clone()).spawn();
+        self.iroh = Some((router, protocol));
+    }
+
+    /// Stops the Iroh side only (its endpoint closes; calls in flight on it fail), leaving gRPC up:
+    /// what an operator does to take Iroh out, and what fault tests do.
+    pub async fn stop_iroh(&mut self) {
+        if let Some((router, _)) = self.iroh.take()
+            && let Err(e) = router.shutdown().await
+        {
+            tracing::warn!(error = %e, "iroh router did not shut down cleanly");
+        }
     }
 
     /// Stops accepting calls (new gRPC connections are refused, new Iroh calls get `UNAVAILABLE`), lets

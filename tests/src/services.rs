@@ -1,7 +1,8 @@
 //! Service impls used by the tests: plain `async fn`s against the generated traits.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use duet::metadata::KeyAndValueRef;
 use duet::{BoxStream, Code, Request, RequestExt, Response, Status, Streaming};
@@ -16,6 +17,24 @@ use crate::pb::matrix::v1::{CountRequest, EchoReply, EchoRequest, Kinds};
 pub struct KindsImpl {
     /// Handler invocations, across all methods.
     pub calls: Arc<AtomicUsize>,
+    /// How often `Record` ran for each id.
+    pub recorded: Arc<Mutex<HashMap<String, usize>>>,
+    /// Extra latency of `Echo` when called over gRPC and over Iroh, in ms (a delay layer for the
+    /// adaptive tests).
+    pub delay_ms: [Arc<AtomicU64>; 2],
+}
+
+impl KindsImpl {
+    /// Sets the extra latency `Echo` adds for callers on `transport`.
+    pub fn set_delay(&self, transport: duet::Transport, ms: u64) {
+        let i = if transport == duet::Transport::Grpc { 0 } else { 1 };
+        self.delay_ms[i].store(ms, Ordering::SeqCst);
+    }
+
+    fn delay_for(&self, peer: duet::Peer) -> u64 {
+        let i = if matches!(peer, duet::Peer::Grpc(_)) { 0 } else { 1 };
+        self.delay_ms[i].load(Ordering::SeqCst)
+    }
 }
 
 fn failure(req: &EchoRequest) -> Option<Status> {
@@ -30,6 +49,10 @@ impl Kinds for KindsImpl {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let peer = request.peer();
+        let delay = self.delay_for(peer);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let (md, _, req) = request.into_parts();
         if let Some(status) = failure(&req) {
             return Err(status);
@@ -48,6 +71,15 @@ impl Kinds for KindsImpl {
             }
         }
         Ok(resp)
+    }
+
+    async fn record(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let id = request.into_inner().text;
+        let mut recorded = self.recorded.lock().expect("recorded lock");
+        let n = recorded.entry(id.clone()).or_default();
+        *n += 1;
+        Ok(Response::new(EchoReply { text: id, index: *n as u32 }))
     }
 
     async fn count(&self, request: Request<CountRequest>) -> Result<Response<BoxStream<EchoReply>>, Status> {

@@ -113,6 +113,7 @@ const MISSING_METHOD: MethodDesc = MethodDesc {
     path: "/matrix.v1.Kinds/Missing",
     service: "matrix.v1.Kinds",
     method: "Missing",
+    config_name: "kinds",
     kind: MethodKind::Unary,
     idempotent: false,
     fingerprint: 0,

@@ -9,6 +9,7 @@ use crate::options::Codec;
 pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let module = &s.methods_mod;
     let fq = &s.fq_name;
+    let config_name = &s.config_name;
     let codec = match s.codec {
         Codec::Postcard => quote!(::duet::WireCodec::Postcard),
         Codec::Protobuf => quote!(::duet::WireCodec::Protobuf),
@@ -32,6 +33,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                 path: #path,
                 service: #fq,
                 method: #method,
+                config_name: #config_name,
                 kind: ::duet::MethodKind::#kind,
                 idempotent: #idempotent,
                 fingerprint: #fingerprint,

@@ -1,11 +1,15 @@
 //! The client side of one call on the Iroh wire.
+//!
+//! Every step reports how far the call got ([`Failure`]), which is what Dual mode needs to decide
+//! whether a call may be retried over gRPC: not at all once the server answered, only for idempotent
+//! methods once the request may have left, always before.
 
 use std::future::Future;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use http::Extensions;
-use iroh::endpoint::Connection;
+use iroh::endpoint::{Connection, RecvStream, SendStream};
 use tonic::metadata::MetadataMap;
 
 use super::frame::{Frame, FrameKind};
@@ -18,21 +22,43 @@ use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
 use crate::{Request, Response, Status, Streaming, Transport, deadline, metadata_wire};
 
+/// How far a failed call got.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Nothing reached the server: safe to send elsewhere.
+    NotSent(Status),
+    /// The transport failed after the request may have left: the server may have run it.
+    Lost(Status),
+    /// The server (or the deadline) gave a final answer.
+    Answered(Status),
+}
+
+impl Failure {
+    pub fn into_status(self) -> Status {
+        match self {
+            Failure::NotSent(s) | Failure::Lost(s) | Failure::Answered(s) => s,
+        }
+    }
+}
+
+/// A new stream for one call. QUIC sends nothing until the first write, so a failure here is `NotSent`.
+pub(crate) async fn open_stream(conn: &Connection) -> Result<(SendStream, RecvStream), Failure> {
+    conn.open_bi().await.map_err(|e| Failure::NotSent(Status::unavailable(format!("cannot open an Iroh stream: {e}"))))
+}
+
 enum Head {
     Headers(MetadataMap),
     /// A response with no messages: the status it ended with (OK or not).
     TrailersOnly(Status),
 }
 
-async fn open(
-    conn: &Connection,
+async fn start(
+    (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
     md: MetadataMap,
     timeout: Option<Duration>,
     opts: &CallOptions,
-) -> Result<(FrameSender, Frames), Status> {
-    let (send, recv) =
-        conn.open_bi().await.map_err(|e| Status::unavailable(format!("cannot open an Iroh stream: {e}")))?;
+) -> Result<(FrameSender, Frames), Failure> {
     let mut send = FrameSender::new(send);
     let header = RequestHeader {
         path: desc.path.to_owned(),
@@ -40,25 +66,30 @@ async fn open(
         timeout_micros: timeout.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
         fingerprint: desc.fingerprint,
     };
-    send.frame(FrameKind::RequestHeader, wire::encode(&header)).await?;
+    send.frame(FrameKind::RequestHeader, wire::encode(&header)).await.map_err(Failure::Lost)?;
     Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
 }
 
-async fn read_head(frames: &mut Frames) -> Result<Head, Status> {
+async fn read_head(frames: &mut Frames) -> Result<Head, Failure> {
     match frames.next().await {
         Some(Ok(Frame { kind: FrameKind::ResponseHeader, body })) => {
-            let header: ResponseHeader =
-                postcard::from_bytes(&body).map_err(|e| Status::internal(format!("malformed response header: {e}")))?;
-            Ok(Head::Headers(metadata_wire::from_wire(header.metadata)?))
+            let header: ResponseHeader = postcard::from_bytes(&body)
+                .map_err(|e| Failure::Answered(Status::internal(format!("malformed response header: {e}"))))?;
+            Ok(Head::Headers(metadata_wire::from_wire(header.metadata).map_err(Failure::Answered)?))
         }
-        Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
-            let trailer: Trailer =
-                postcard::from_bytes(&body).map_err(|e| Status::internal(format!("malformed trailer: {e}")))?;
-            Ok(Head::TrailersOnly(super::status_from_trailer(trailer)))
+        Some(Ok(Frame { kind: FrameKind::Trailer, body })) => Ok(Head::TrailersOnly(parse_trailer(&body))),
+        Some(Ok(Frame { kind, .. })) => {
+            Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))))
         }
-        Some(Ok(Frame { kind, .. })) => Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))),
-        Some(Err(e)) => Err(e.to_status()),
-        None => Err(Status::unavailable("the server closed the stream without a response")),
+        Some(Err(e)) => Err(Failure::Lost(e.to_status())),
+        None => Err(Failure::Lost(Status::unavailable("the server closed the stream without a response"))),
+    }
+}
+
+fn parse_trailer(body: &[u8]) -> Status {
+    match postcard::from_bytes::<Trailer>(body) {
+        Ok(t) => super::status_from_trailer(t),
+        Err(e) => Status::internal(format!("malformed trailer: {e}")),
     }
 }
 
@@ -69,32 +100,39 @@ fn response_extensions() -> Extensions {
 }
 
 /// Reads the single response message and the trailer that follows it.
-async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Result<Response<Resp>, Status> {
+async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Result<Response<Resp>, Failure> {
     let mut md = match read_head(&mut frames).await? {
         Head::Headers(md) => md,
         Head::TrailersOnly(status) if status.code() == tonic::Code::Ok => {
-            return Err(Status::internal("Missing response message."));
+            return Err(Failure::Answered(Status::internal("Missing response message.")));
         }
-        Head::TrailersOnly(status) => return Err(status),
+        Head::TrailersOnly(status) => return Err(Failure::Answered(status)),
     };
-    let mut stream = IrohStream::<Resp>::new(frames, codec, Role::Client);
-    let msg = match stream.next().await {
-        Some(Ok(m)) => m,
-        Some(Err(s)) => return Err(s),
-        None => return Err(Status::internal("Missing response message.")),
-    };
-    match stream.next().await {
-        None => {}
-        Some(Err(s)) => return Err(s),
-        Some(Ok(_)) => return Err(Status::internal("protocol error: more than one response message")),
+    let mut msg = None;
+    loop {
+        match frames.next().await {
+            Some(Ok(Frame { kind: FrameKind::Message, body })) if msg.is_none() => {
+                msg = Some(codec.decode(&body).map_err(Failure::Answered)?);
+            }
+            Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
+                let status = parse_trailer(&body);
+                if status.code() != tonic::Code::Ok {
+                    return Err(Failure::Answered(status));
+                }
+                let msg = msg.ok_or_else(|| Failure::Answered(Status::internal("Missing response message.")))?;
+                // As tonic does for unary calls, trailing metadata joins the response metadata.
+                let mut headers = md.into_headers();
+                headers.extend(status.metadata().clone().into_headers());
+                md = MetadataMap::from_headers(headers);
+                return Ok(Response::from_parts(md, msg, response_extensions()));
+            }
+            Some(Ok(Frame { kind, .. })) => {
+                return Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))));
+            }
+            Some(Err(e)) => return Err(Failure::Lost(e.to_status())),
+            None => return Err(Failure::Lost(Status::unavailable("the server closed the stream without a trailer"))),
+        }
     }
-    // As tonic does for unary calls, trailing metadata joins the response metadata.
-    if let Some(trailers) = stream.take_trailers() {
-        let mut headers = md.into_headers();
-        headers.extend(trailers.into_headers());
-        md = MetadataMap::from_headers(headers);
-    }
-    Ok(Response::from_parts(md, msg, response_extensions()))
 }
 
 fn streaming_response<Resp: Message>(
@@ -103,7 +141,7 @@ fn streaming_response<Resp: Message>(
     codec: WireCodec,
     deadline: Option<tokio::time::Instant>,
     writer: Option<AbortOnDrop>,
-) -> Result<Response<Streaming<Resp>>, Status> {
+) -> Result<Response<Streaming<Resp>>, Failure> {
     match head {
         Head::Headers(md) => {
             let mut stream = Streaming::from_iroh(IrohStream::new(frames, codec, Role::Client)).with_deadline(deadline);
@@ -117,13 +155,13 @@ fn streaming_response<Resp: Message>(
             Streaming::from_stream(futures_util::stream::empty()),
             response_extensions(),
         )),
-        Head::TrailersOnly(status) => Err(status),
+        Head::TrailersOnly(status) => Err(Failure::Answered(status)),
     }
 }
 
-async fn within<T>(timeout: Option<Duration>, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+async fn within<T>(timeout: Option<Duration>, fut: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
     match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
+        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(Failure::Answered(deadline::exceeded()))),
         None => fut.await,
     }
 }
@@ -144,17 +182,17 @@ async fn pump<Req: Message>(
 }
 
 pub(crate) async fn unary<Req: Message, Resp: Message>(
-    conn: Connection,
+    stream: (SendStream, RecvStream),
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
-) -> Result<Response<Resp>, Status> {
+) -> Result<Response<Resp>, Failure> {
     let (md, _, msg) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size)?;
-        let (mut send, frames) = open(&conn, desc, md, timeout, opts).await?;
-        send.frame(FrameKind::Message, body).await?;
+        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::NotSent)?;
+        let (mut send, frames) = start(stream, desc, md, timeout, opts).await?;
+        send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
         send.finish();
         read_single(frames, desc.codec).await
     })
@@ -162,18 +200,18 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
 }
 
 pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
-    conn: Connection,
+    stream: (SendStream, RecvStream),
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
-) -> Result<Response<Streaming<Resp>>, Status> {
+) -> Result<Response<Streaming<Resp>>, Failure> {
     let (md, _, msg) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size)?;
-        let (mut send, mut frames) = open(&conn, desc, md, timeout, opts).await?;
-        send.frame(FrameKind::Message, body).await?;
+        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::NotSent)?;
+        let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
+        send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
         send.finish();
         let head = read_head(&mut frames).await?;
         streaming_response(head, frames, desc.codec, deadline, None)
@@ -182,21 +220,21 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
 }
 
 pub(crate) async fn client_streaming<S, Req, Resp>(
-    conn: Connection,
+    stream: (SendStream, RecvStream),
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
-) -> Result<Response<Resp>, Status>
+) -> Result<Response<Resp>, Failure>
 where
     S: Stream<Item = Req> + Send + 'static,
     Req: Message,
     Resp: Message,
 {
-    let (md, _, stream) = req.into_parts();
+    let (md, _, requests) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
-        let (send, frames) = open(&conn, desc, md, timeout, opts).await?;
-        let writer = pump(send, stream, desc.codec, opts.limits.max_encoding_message_size);
+        let (send, frames) = start(stream, desc, md, timeout, opts).await?;
+        let writer = pump(send, requests, desc.codec, opts.limits.max_encoding_message_size);
         let reader = read_single(frames, desc.codec);
         tokio::pin!(writer, reader);
         let mut writing = true;
@@ -210,7 +248,7 @@ where
                     if let Err(status) = written
                         && status.code() == tonic::Code::ResourceExhausted
                     {
-                        return Err(status);
+                        return Err(Failure::Answered(status));
                     }
                 }
             }
@@ -220,24 +258,24 @@ where
 }
 
 pub(crate) async fn bidi<S, Req, Resp>(
-    conn: Connection,
+    stream: (SendStream, RecvStream),
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
-) -> Result<Response<Streaming<Resp>>, Status>
+) -> Result<Response<Streaming<Resp>>, Failure>
 where
     S: Stream<Item = Req> + Send + 'static,
     Req: Message,
     Resp: Message,
 {
-    let (md, _, stream) = req.into_parts();
+    let (md, _, requests) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let limit = opts.limits.max_encoding_message_size;
     within(timeout, async {
-        let (send, mut frames) = open(&conn, desc, md, timeout, opts).await?;
+        let (send, mut frames) = start(stream, desc, md, timeout, opts).await?;
         let task = tokio::spawn(async move {
-            if let Err(status) = pump(send, stream, desc.codec, limit).await {
+            if let Err(status) = pump(send, requests, desc.codec, limit).await {
                 tracing::debug!(%status, "request stream ended early");
             }
         });

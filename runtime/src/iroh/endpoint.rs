@@ -10,14 +10,19 @@ use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 ///
 /// Peers must then be given full addresses ([`addr`]), since nothing can be looked up.
 pub fn loopback_builder() -> Builder {
+    offline_builder_at(SocketAddr::from(([127, 0, 0, 1], 0))).secret_key(SecretKey::generate())
+}
+
+/// Like [`loopback_builder`] but bound to `addr` and without a key: set one with `.secret_key(..)`
+/// (a restarted node keeps its id and port this way).
+pub fn offline_builder_at(addr: SocketAddr) -> Builder {
     Endpoint::builder(presets::Minimal)
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
         .portmapper_config(PortmapperConfig::Disabled)
         .clear_ip_transports()
-        .bind_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .expect("a literal IPv4 socket address is valid")
-        .secret_key(SecretKey::generate())
+        .bind_addr(addr)
+        .expect("an IP socket address is a valid bind address")
 }
 
 /// Binds [`loopback_builder`].
@@ -36,4 +41,67 @@ pub async fn bind_loopback() -> Result<Endpoint, BindError> {
 /// it with no lookup service.
 pub fn addr(endpoint: &Endpoint) -> EndpointAddr {
     endpoint.bound_sockets().into_iter().fold(EndpointAddr::new(endpoint.id()), |a, s| a.with_ip_addr(s))
+}
+
+/// Builds and binds the endpoint `[transport.iroh]` describes: relay or none, address lookup or none,
+/// the bind IP and port, and the secret key from `secret_key_file` (created if missing) so the
+/// endpoint id is stable across restarts.
+pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoint, crate::Error> {
+    let mut builder = if cfg.address_lookup {
+        Endpoint::builder(presets::N0)
+    } else {
+        Endpoint::builder(presets::Minimal).clear_address_lookup()
+    };
+    builder = match cfg.relay_url() {
+        Some(url) => {
+            let url: iroh::RelayUrl = url.parse().map_err(|e| crate::Error::IrohBind(format!("home_relay: {e}")))?;
+            builder.relay_mode(RelayMode::Custom(url.into()))
+        }
+        None => builder.relay_mode(RelayMode::Disabled),
+    };
+    let key = match &cfg.secret_key_file {
+        Some(path) => load_or_create_key(path)?,
+        None => SecretKey::generate(),
+    };
+    let builder = builder
+        .portmapper_config(PortmapperConfig::Disabled)
+        .clear_ip_transports()
+        .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.discovery_port))
+        .map_err(|e| crate::Error::IrohBind(format!("bind address: {e}")))?
+        .secret_key(key);
+    builder.bind().await.map_err(|e| crate::Error::IrohBind(e.to_string()))
+}
+
+/// Reads a secret key (64 hex digits) from `path`, or generates one and writes it there (mode 0600).
+pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, crate::Error> {
+    let err = |what: String| crate::Error::IrohBind(format!("secret_key_file {}: {what}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.trim();
+            let mut bytes = [0u8; 32];
+            if text.len() != 64 {
+                return Err(err(format!("expected 64 hex digits, found {} characters", text.len())));
+            }
+            for (i, b) in bytes.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| err(format!("not hex: {e}")))?;
+            }
+            Ok(SecretKey::from_bytes(&bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretKey::generate();
+            let hex: String = key.to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+            write_private(path, &hex).map_err(|e| err(format!("cannot create: {e}")))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(contents.as_bytes())
 }

@@ -14,8 +14,8 @@ mod send;
 mod server;
 pub mod wire;
 
-pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
-pub use connector::Connector;
+pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};
+pub use connector::{ConnectionState, Connector};
 pub(crate) use server::DuetProtocol;
 pub use server::{IrohService, ServerCall};
 

@@ -154,11 +154,20 @@ impl ServerCall {
         let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer } = self;
         Box::pin(async move {
             if fingerprint != desc.fingerprint {
-                let status = Status::failed_precondition(format!(
-                    "schema mismatch for {}: the client was built from a different version of the proto \
+                let mut md = MetadataMap::new();
+                md.insert(
+                    crate::channel::SCHEMA_MISMATCH_KEY,
+                    crate::channel::SCHEMA_MISMATCH_VALUE.parse().expect("ASCII metadata value"),
+                );
+                let status = Status::with_metadata(
+                    tonic::Code::FailedPrecondition,
+                    format!(
+                        "schema mismatch for {}: the client was built from a different version of the proto \
                      (fingerprint {fingerprint:016x}, server {:016x}); regenerate both sides or call over gRPC",
-                    desc.path, desc.fingerprint
-                ));
+                        desc.path, desc.fingerprint
+                    ),
+                    md,
+                );
                 let _ = send.trailer(&trailer_from_status(&status)).await;
                 return;
             }

@@ -1,0 +1,104 @@
+//! A circuit breaker: keeps a failing transport out for a cool-down, then lets one probe through.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The breaker's state, as [`crate::Channel::iroh_breaker`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls go through; `failures` consecutive transport failures so far.
+    Closed {
+        /// Consecutive transport failures.
+        failures: u32,
+    },
+    /// Calls are kept out until the cool-down ends.
+    Open,
+    /// The cool-down ended: one probe call is (or may be) in flight.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self { state: Mutex::new(State::Closed { failures: 0 }), threshold, cooldown }
+    }
+
+    /// Whether a call may use the transport now; after the cool-down, the first caller is the probe.
+    pub fn allow(&self) -> bool {
+        let mut s = self.state.lock().expect("breaker lock");
+        match *s {
+            State::Closed { .. } => true,
+            State::Open { until } if Instant::now() >= until => {
+                *s = State::HalfOpen { probing: true };
+                true
+            }
+            State::Open { .. } => false,
+            State::HalfOpen { probing: true } => false,
+            State::HalfOpen { probing: false } => {
+                *s = State::HalfOpen { probing: true };
+                true
+            }
+        }
+    }
+
+    pub fn success(&self) {
+        *self.state.lock().expect("breaker lock") = State::Closed { failures: 0 };
+    }
+
+    pub fn failure(&self) {
+        let mut s = self.state.lock().expect("breaker lock");
+        let open = State::Open { until: Instant::now() + self.cooldown };
+        *s = match *s {
+            State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
+            _ => open,
+        };
+    }
+
+    pub fn state(&self) -> BreakerState {
+        match *self.state.lock().expect("breaker lock") {
+            State::Closed { failures } => BreakerState::Closed { failures },
+            State::Open { until } if Instant::now() >= until => BreakerState::HalfOpen,
+            State::Open { .. } => BreakerState::Open,
+            State::HalfOpen { .. } => BreakerState::HalfOpen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_threshold_and_probes_after_cooldown() {
+        let b = Breaker::new(2, Duration::from_millis(30));
+        assert!(b.allow());
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Closed { failures: 1 });
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open);
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "the first call after the cool-down is the probe");
+        assert!(!b.allow(), "only one probe at a time");
+        b.failure();
+        assert_eq!(b.state(), BreakerState::Open, "a failed probe reopens");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow());
+        b.success();
+        assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
+        assert!(b.allow() && b.allow());
+    }
+}

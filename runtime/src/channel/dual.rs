@@ -1,0 +1,305 @@
+//! Dual mode: per call, pick the transport the migration strategy names, and fall back to gRPC when
+//! Iroh fails in a way that makes it safe.
+//!
+//! The rules, from the weakest failure to the strongest:
+//! - Iroh cannot connect, or the stream cannot be opened (nothing left): the call goes over gRPC.
+//! - The transport failed after the request may have left: retried over gRPC only when the method is
+//!   idempotent (`NO_SIDE_EFFECTS` or `IDEMPOTENT`); otherwise `UNAVAILABLE`, never a second run.
+//! - The server answered (any status, or the deadline passed): that is the answer, except a schema
+//!   mismatch, which the server refuses before any handler runs; the service then goes over gRPC.
+//! - A circuit breaker keeps Iroh out after repeated transport failures, then lets a probe through.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures_util::Stream;
+use tonic::transport::Channel as TonicChannel;
+use tracing::Instrument;
+
+use super::adaptive::Adaptive;
+use super::breaker::Breaker;
+use super::{CallOptions, iroh_connect, measured};
+use crate::codec::Message;
+use crate::config::TransportConfig;
+use crate::iroh::Failure;
+use crate::iroh::connector::PeerSlot;
+use crate::method::MethodDesc;
+use crate::routing::Plan;
+use crate::{Request, Response, Status, Streaming, Transport, metrics};
+
+/// Trailer metadata the server sets on a schema-mismatch refusal.
+pub(crate) const SCHEMA_MISMATCH_KEY: &str = "duet-error";
+pub(crate) const SCHEMA_MISMATCH_VALUE: &str = "schema-mismatch";
+
+pub(crate) struct Dual {
+    pub grpc: TonicChannel,
+    pub iroh: Arc<PeerSlot>,
+    pub breaker: Breaker,
+    config: TransportConfig,
+    adaptive: Mutex<HashMap<&'static str, Adaptive>>,
+    schema_mismatch: Mutex<HashSet<&'static str>>,
+}
+
+enum Choice {
+    Grpc(&'static str),
+    Iroh { reason: &'static str, fallback: bool },
+}
+
+enum Attempt<T> {
+    Done(Result<T, Status>),
+    FallBack(&'static str),
+}
+
+fn is_schema_mismatch(s: &Status) -> bool {
+    s.code() == tonic::Code::FailedPrecondition
+        && s.metadata().get(SCHEMA_MISMATCH_KEY).is_some_and(|v| v == SCHEMA_MISMATCH_VALUE)
+}
+
+fn copy<T: Clone>(req: &Request<T>) -> Request<T> {
+    let mut c = Request::new(req.get_ref().clone());
+    *c.metadata_mut() = req.metadata().clone();
+    c
+}
+
+impl Dual {
+    pub fn new(grpc: TonicChannel, iroh: Arc<PeerSlot>, config: &TransportConfig) -> Self {
+        let m = &config.migration;
+        Self {
+            grpc,
+            iroh,
+            breaker: Breaker::new(m.breaker_failures, std::time::Duration::from_millis(m.breaker_cooldown_ms)),
+            config: config.clone(),
+            adaptive: Mutex::default(),
+            schema_mismatch: Mutex::default(),
+        }
+    }
+
+    pub fn adaptive_choice(&self, service: &str) -> Option<Transport> {
+        self.adaptive.lock().expect("adaptive lock").get(service).map(Adaptive::current)
+    }
+
+    fn choose(&self, desc: &'static MethodDesc) -> Choice {
+        let route = self.config.route(desc.config_name);
+        let (first, reason, fallback) = match route.plan {
+            Plan::Only(t) => (t, route.reason, false),
+            Plan::First { transport, fallback } => (transport, route.reason, fallback),
+            Plan::Adaptive { fallback } => {
+                let mut adaptive = self.adaptive.lock().expect("adaptive lock");
+                let state = adaptive
+                    .entry(desc.config_name)
+                    .or_insert_with(|| Adaptive::new(self.config.migration.adaptive_probe_every));
+                let (t, why) = state.pick();
+                (t, why, fallback)
+            }
+        };
+        if first == Transport::Grpc {
+            return Choice::Grpc(reason);
+        }
+        if self.schema_mismatch.lock().expect("schema lock").contains(desc.service) {
+            return Choice::Grpc("schema_mismatch");
+        }
+        if fallback && !self.breaker.allow() {
+            return Choice::Grpc("circuit_open");
+        }
+        Choice::Iroh { reason, fallback }
+    }
+
+    fn observe(&self, desc: &'static MethodDesc, t: Transport, started: Instant, transport_ok: bool) {
+        if let Some(state) = self.adaptive.lock().expect("adaptive lock").get_mut(desc.config_name) {
+            state.record(t, started.elapsed(), transport_ok);
+        }
+    }
+
+    async fn on_grpc<T>(
+        &self,
+        desc: &'static MethodDesc,
+        reason: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        metrics::selected(desc.config_name, Transport::Grpc, reason);
+        let started = Instant::now();
+        let result = measured(desc, Transport::Grpc, reason, call).await;
+        let transport_ok = !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable);
+        self.observe(desc, Transport::Grpc, started, transport_ok);
+        result
+    }
+
+    fn fall_back(&self, desc: &'static MethodDesc, reason: &'static str) {
+        tracing::debug!(path = desc.path, reason, "falling back from Iroh to gRPC");
+        metrics::fallback(desc.config_name, Transport::Iroh, Transport::Grpc, reason);
+    }
+
+    /// Runs the Iroh part of a call and judges its outcome.
+    async fn attempt_iroh<T>(
+        &self,
+        desc: &'static MethodDesc,
+        reason: &'static str,
+        fallback: bool,
+        retry_lost: bool,
+        call: impl Future<Output = Result<T, Failure>>,
+    ) -> Attempt<T> {
+        metrics::selected(desc.config_name, Transport::Iroh, reason);
+        let started = Instant::now();
+        let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
+        let result = call.instrument(span).await;
+        let (code, transport_ok) = match &result {
+            Ok(_) => (tonic::Code::Ok, true),
+            Err(Failure::Answered(s)) => (s.code(), true),
+            Err(Failure::NotSent(s) | Failure::Lost(s)) => (s.code(), false),
+        };
+        metrics::rpc(desc.config_name, desc.method, Transport::Iroh, code, started.elapsed());
+        self.observe(desc, Transport::Iroh, started, transport_ok);
+        if transport_ok {
+            self.breaker.success();
+        } else {
+            self.breaker.failure();
+        }
+        match result {
+            Ok(v) => Attempt::Done(Ok(v)),
+            Err(Failure::Answered(s)) if is_schema_mismatch(&s) => {
+                self.schema_mismatch.lock().expect("schema lock").insert(desc.service);
+                tracing::warn!(
+                    service = desc.service,
+                    "schema mismatch with the peer: this service now goes over gRPC"
+                );
+                if fallback { Attempt::FallBack("schema_mismatch") } else { Attempt::Done(Err(s)) }
+            }
+            Err(Failure::Answered(s)) => Attempt::Done(Err(s)),
+            Err(Failure::NotSent(s)) if fallback => {
+                tracing::debug!(status = %s, "Iroh unreachable");
+                Attempt::FallBack("iroh_unreachable")
+            }
+            Err(Failure::NotSent(s)) => Attempt::Done(Err(s)),
+            Err(Failure::Lost(_)) if fallback && retry_lost => Attempt::FallBack("idempotent_retry"),
+            Err(Failure::Lost(s)) => Attempt::Done(Err(Status::unavailable(format!(
+                "the Iroh call failed after its request left, and {} is not idempotent, so it was not retried: {}",
+                desc.path,
+                s.message()
+            )))),
+        }
+    }
+
+    pub async fn unary<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status> {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => {
+                return self.on_grpc(desc, reason, crate::grpc::unary(&self.grpc, req, desc, opts)).await;
+            }
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        let retry = fallback.then(|| copy(&req));
+        let call = async {
+            let stream = iroh_connect(&self.iroh).await?;
+            crate::iroh::unary(stream, req, desc, opts).await
+        };
+        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
+            (Attempt::FallBack(why), Some(retry)) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, crate::grpc::unary(&self.grpc, retry, desc, opts)).await
+            }
+            (Attempt::Done(result), _) => result,
+            (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
+        }
+    }
+
+    pub async fn server_streaming<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => {
+                return self.on_grpc(desc, reason, crate::grpc::server_streaming(&self.grpc, req, desc, opts)).await;
+            }
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        let retry = fallback.then(|| copy(&req));
+        let call = async {
+            let stream = iroh_connect(&self.iroh).await?;
+            crate::iroh::server_streaming(stream, req, desc, opts).await
+        };
+        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
+            (Attempt::FallBack(why), Some(retry)) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, crate::grpc::server_streaming(&self.grpc, retry, desc, opts)).await
+            }
+            (Attempt::Done(result), _) => result,
+            (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
+        }
+    }
+
+    /// Streaming requests cannot be replayed: they fall back only if Iroh fails before the stream
+    /// opens, while the request is still untouched.
+    async fn open_or_fall_back(
+        &self,
+        desc: &'static MethodDesc,
+        reason: &'static str,
+        fallback: bool,
+    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Attempt<()>> {
+        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh)).await {
+            Attempt::Done(Ok(stream)) => Ok(stream),
+            Attempt::Done(Err(s)) => Err(Attempt::Done(Err(s))),
+            Attempt::FallBack(why) => Err(Attempt::FallBack(why)),
+        }
+    }
+
+    pub async fn client_streaming<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => {
+                return self.on_grpc(desc, reason, crate::grpc::client_streaming(&self.grpc, req, desc, opts)).await;
+            }
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        match self.open_or_fall_back(desc, reason, fallback).await {
+            Ok(stream) => crate::iroh::client_streaming(stream, req, desc, opts).await.map_err(Failure::into_status),
+            Err(Attempt::FallBack(why)) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, crate::grpc::client_streaming(&self.grpc, req, desc, opts)).await
+            }
+            Err(Attempt::Done(r)) => Err(r.expect_err("an open failure is an error")),
+        }
+    }
+
+    pub async fn bidi<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => {
+                return self.on_grpc(desc, reason, crate::grpc::bidi(&self.grpc, req, desc, opts)).await;
+            }
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        match self.open_or_fall_back(desc, reason, fallback).await {
+            Ok(stream) => crate::iroh::bidi(stream, req, desc, opts).await.map_err(Failure::into_status),
+            Err(Attempt::FallBack(why)) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, crate::grpc::bidi(&self.grpc, req, desc, opts)).await
+            }
+            Err(Attempt::Done(r)) => Err(r.expect_err("an open failure is an error")),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The transport-agnostic client channel: what every generated client calls through.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod adaptive;
+mod breaker;
+mod dual;
+
+use futures_util::Stream;
+use iroh::EndpointAddr;
+use tonic::transport::Channel as TonicChannel;
+
+pub use breaker::BreakerState;
+use dual::Dual;
+pub(crate) use dual::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
+
+use crate::codec::Message;
+use crate::config::{Mode, TransportConfig};
+use crate::iroh::connector::PeerSlot;
+use crate::iroh::{Connector, Failure};
+use crate::limits::Limits;
+use crate::method::MethodDesc;
+use crate::{Error, PeerAddr, Request, Response, Status, Streaming};
+
+/// Which transport carried a call. Every response from a duet client carries it in its extensions:
+///
+/// ```
+/// # fn f(resp: duet::Response<()>) {
+/// let transport = resp.extensions().get::<duet::Transport>();
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// Stock gRPC: HTTP/2 over TCP, through tonic.
+    Grpc,
+    /// duet's native wire over an Iroh QUIC connection.
+    Iroh,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Grpc => "grpc",
+            Transport::Iroh => "iroh",
+        })
+    }
+}
+
+/// Per-client settings applied to every call (generated clients expose them as builder methods).
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Default deadline of every call; a shorter `grpc-timeout` on a request wins.
+    pub timeout: Option<Duration>,
+    /// Message size limits.
+    pub limits: Limits,
+}
+
+/// A client's way to a peer: over gRPC, over Iroh, or both (Dual) with the migration strategy choosing
+/// per call.
+///
+/// Cheap to clone; clones share the underlying HTTP/2 or QUIC connection and, in Dual mode, the circuit
+/// breaker and adaptive estimates of the peer.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// // gRPC, like tonic's `Channel`:
+/// let grpc = duet::Channel::connect_grpc("http://127.0.0.1:7001").await?;
+/// // Iroh, through a connector that keeps one connection per peer:
+/// let endpoint = duet::iroh::endpoint::bind_loopback().await?;
+/// let connector = duet::iroh::Connector::new(endpoint);
+/// let peer: duet::PeerAddr = "duet:grpc=127.0.0.1:7001".parse()?;
+/// # let peer_iroh: iroh::EndpointAddr = unimplemented!();
+/// let iroh = duet::Channel::iroh(&connector, peer_iroh);
+/// // Whatever the config says, with fallback:
+/// let cfg = duet::Config::from_toml("[transport]\nmode = \"dual\"")?;
+/// let dual = duet::Channel::from_config(&cfg.transport, &connector, &peer)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Channel {
+    route: Route,
+}
+
+#[derive(Clone)]
+enum Route {
+    Grpc(TonicChannel),
+    Iroh(Arc<PeerSlot>),
+    Dual(Arc<Dual>),
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.route {
+            Route::Grpc(_) => f.write_str("Channel(grpc)"),
+            Route::Iroh(slot) => write!(f, "Channel(iroh {})", slot.id()),
+            Route::Dual(d) => write!(f, "Channel(dual, iroh {})", d.iroh.id()),
+        }
+    }
+}
+
+async fn iroh_connect(slot: &PeerSlot) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
+    let conn = slot.connection().await.map_err(Failure::NotSent)?;
+    crate::iroh::open_stream(&conn).await
+}
+
+impl Channel {
+    /// Wraps a tonic channel (with whatever TLS, timeouts and keep-alive it was built with).
+    pub fn from_tonic(channel: TonicChannel) -> Self {
+        Self { route: Route::Grpc(channel) }
+    }
+
+    /// Connects over gRPC to `uri` (`http://host:port`).
+    pub async fn connect_grpc(uri: impl Into<String>) -> Result<Self, Error> {
+        let channel = tonic::transport::Endpoint::from_shared(uri.into())?.connect().await?;
+        Ok(Self::from_tonic(channel))
+    }
+
+    /// A gRPC channel to `uri` that connects on first use.
+    pub fn grpc_lazy(uri: impl Into<String>) -> Result<Self, Error> {
+        Ok(Self::from_tonic(tonic::transport::Endpoint::from_shared(uri.into())?.connect_lazy()))
+    }
+
+    /// A channel to the Iroh peer at `addr`, through `connector` (which dials lazily and shares one
+    /// connection per peer among all its channels).
+    pub fn iroh(connector: &Connector, addr: EndpointAddr) -> Self {
+        Self { route: Route::Iroh(connector.slot(addr)) }
+    }
+
+    /// A Dual channel: every call goes over gRPC or Iroh as `config`'s migration strategy says, with
+    /// fallback, a circuit breaker on Iroh, and adaptive choice where configured.
+    pub fn dual(grpc: TonicChannel, connector: &Connector, addr: EndpointAddr, config: &TransportConfig) -> Self {
+        Self { route: Route::Dual(Arc::new(Dual::new(grpc, connector.slot(addr), config))) }
+    }
+
+    /// The channel the config asks for, to `peer`: gRPC, Iroh or Dual by `transport.mode`. Connects
+    /// lazily. Fails if the peer lacks an address the mode needs.
+    pub fn from_config(config: &TransportConfig, connector: &Connector, peer: &PeerAddr) -> Result<Self, Error> {
+        let grpc = || {
+            let uri = peer.grpc_uri().ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
+            Ok::<_, Error>(tonic::transport::Endpoint::from_shared(uri)?.connect_lazy())
+        };
+        let iroh = || peer.iroh.clone().ok_or_else(|| Error::PeerAddr(format!("{peer} has no Iroh address")));
+        Ok(match config.mode {
+            Mode::Grpc => Self::from_tonic(grpc()?),
+            Mode::Iroh => Self::iroh(connector, iroh()?),
+            Mode::Dual => Self::dual(grpc()?, connector, iroh()?, config),
+        })
+    }
+
+    /// The transport this channel uses; `None` for a Dual channel, which picks per call.
+    pub fn transport(&self) -> Option<Transport> {
+        match self.route {
+            Route::Grpc(_) => Some(Transport::Grpc),
+            Route::Iroh(_) => Some(Transport::Iroh),
+            Route::Dual(_) => None,
+        }
+    }
+
+    /// The state of a Dual channel's circuit breaker on Iroh (`None` for other channels).
+    pub fn iroh_breaker(&self) -> Option<BreakerState> {
+        match &self.route {
+            Route::Dual(d) => Some(d.breaker.state()),
+            _ => None,
+        }
+    }
+
+    /// The transport adaptive routing currently prefers for a service (by config name) on a Dual
+    /// channel; `None` before its first call or for other channels.
+    pub fn adaptive_choice(&self, service: &str) -> Option<Transport> {
+        match &self.route {
+            Route::Dual(d) => d.adaptive_choice(service),
+            _ => None,
+        }
+    }
+
+    /// A unary call. Generated clients call this; you rarely need to.
+    pub async fn unary<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status> {
+        match &self.route {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                measured(desc, Transport::Iroh, "channel", async {
+                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+                    crate::iroh::unary(stream, req, desc, opts).await.map_err(Failure::into_status)
+                })
+                .await
+            }
+            Route::Dual(d) => d.unary(req, desc, opts).await,
+        }
+    }
+
+    /// A server-streaming call. Generated clients call this.
+    pub async fn server_streaming<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        match &self.route {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                measured(desc, Transport::Iroh, "channel", async {
+                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+                    crate::iroh::server_streaming(stream, req, desc, opts).await.map_err(Failure::into_status)
+                })
+                .await
+            }
+            Route::Dual(d) => d.server_streaming(req, desc, opts).await,
+        }
+    }
+
+    /// A client-streaming call. Generated clients call this.
+    pub async fn client_streaming<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        match &self.route {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                measured(desc, Transport::Iroh, "channel", async {
+                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+                    crate::iroh::client_streaming(stream, req, desc, opts).await.map_err(Failure::into_status)
+                })
+                .await
+            }
+            Route::Dual(d) => d.client_streaming(req, desc, opts).await,
+        }
+    }
+
+    /// A bidi-streaming call. Generated clients call this.
+    pub async fn bidi<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        match &self.route {
+            Route::Grpc(ch) => measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts)).await,
+            Route::Iroh(slot) => {
+                measured(desc, Transport::Iroh, "channel", async {
+                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+                    crate::iroh::bidi(stream, req, desc, opts).await.map_err(Failure::into_status)
+                })
+                .await
+            }
+            Route::Dual(d) => d.bidi(req, desc, opts).await,
+        }
+    }
+}
+
+/// Runs one call on one transport inside a tracing span and records its latency and code.
+pub(crate) async fn measured<T>(
+    desc: &'static MethodDesc,
+    transport: Transport,
+    reason: &'static str,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    use tracing::Instrument;
+    let span = tracing::debug_span!("duet.call", path = desc.path, %transport, reason);
+    let start = std::time::Instant::now();
+    let result = call.instrument(span).await;
+    let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
+    crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
+    result
+}

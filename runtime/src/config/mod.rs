@@ -1,0 +1,206 @@
+//! Transport config in TOML: modes, the gRPC listener, the Iroh endpoint, the migration strategy.
+//!
+//! It accepts the orchestrator's file as it stands and embeds in a larger application config as a
+//! `[transport]` table:
+//!
+//! ```
+//! #[derive(serde::Deserialize)]
+//! struct NodeConfig {
+//!     name: String,
+//!     transport: duet::TransportConfig,
+//! }
+//! let cfg: NodeConfig = toml::from_str(r#"
+//!     name = "node-1"
+//!     [transport]
+//!     mode = "dual"
+//!     [transport.migration]
+//!     prefer_iroh_for = ["health", "status", "monitoring"]
+//! "#).unwrap();
+//! cfg.transport.validate().unwrap();
+//! ```
+//!
+//! Unknown keys and wrong types are errors that name the key (serde with `deny_unknown_fields`, located
+//! by toml); contradictions are caught by [`TransportConfig::validate`] and name both keys and the fix.
+
+mod validate;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::ConfigError;
+
+/// Which transports a node serves and calls on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// gRPC only.
+    Grpc,
+    /// Iroh only.
+    Iroh,
+    /// Both: each service goes over the transport the migration strategy picks, with fallback.
+    #[default]
+    Dual,
+}
+
+/// How the Raft service travels in Dual mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftTransport {
+    /// Always gRPC.
+    #[default]
+    AlwaysGrpc,
+    /// Always Iroh (with fallback to gRPC if `fallback_to_grpc`).
+    AlwaysIroh,
+    /// Per peer, by measured latency and error rate.
+    Adaptive,
+}
+
+/// The `[transport]` table.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConfig {
+    /// `grpc`, `iroh` or `dual` (default `dual`).
+    pub mode: Mode,
+    /// `[transport.grpc]`.
+    pub grpc: GrpcConfig,
+    /// `[transport.iroh]`.
+    pub iroh: IrohConfig,
+    /// `[transport.migration]`.
+    pub migration: MigrationConfig,
+}
+
+/// `[transport.grpc]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Listen address of the gRPC server (default `127.0.0.1:0`: loopback, any free port).
+    pub bind_address: SocketAddr,
+    /// Largest message accepted, on both transports (default 4 MiB, as tonic).
+    pub max_message_size: usize,
+    /// TLS on the gRPC port. Not supported yet: `true` is refused by validation.
+    pub tls_enabled: bool,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            max_message_size: crate::DEFAULT_MAX_DECODING_MESSAGE_SIZE,
+            tls_enabled: false,
+        }
+    }
+}
+
+/// `[transport.iroh]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IrohConfig {
+    /// Whether the node has an Iroh endpoint at all (default true).
+    pub enabled: bool,
+    /// The home relay URL, or absent / `"disabled"` for no relay (the offline default).
+    pub home_relay: Option<String>,
+    /// The UDP port the endpoint binds (0 = any free port).
+    pub discovery_port: u16,
+    /// The IP the endpoint binds (default 127.0.0.1, offline; use 0.0.0.0 to be reachable).
+    pub bind_ip: IpAddr,
+    /// A file holding the endpoint's secret key, so its id survives restarts; created (mode 0600) if
+    /// missing. Absent: a fresh key, and a new id, every start.
+    pub secret_key_file: Option<PathBuf>,
+    /// Publish and resolve endpoint addresses through n0's DNS/pkarr lookup (default false: peers
+    /// exchange full tickets).
+    pub address_lookup: bool,
+    /// Time allowed for a QUIC connect before the call falls back or fails, in milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for IrohConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            home_relay: None,
+            discovery_port: 0,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            secret_key_file: None,
+            address_lookup: false,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl IrohConfig {
+    /// The relay URL, unless relays are off.
+    pub fn relay_url(&self) -> Option<&str> {
+        self.home_relay.as_deref().filter(|r| !r.is_empty() && *r != "disabled")
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// `[transport.migration]`: which service goes where in Dual mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationConfig {
+    /// Services (by config name) that go over Iroh first; the rest go over gRPC.
+    pub prefer_iroh_for: Vec<String>,
+    /// How the Raft service travels.
+    pub raft_transport: RaftTransport,
+    /// The config name of the Raft service (default `raft`).
+    pub raft_service: String,
+    /// Further services whose transport is chosen adaptively per peer.
+    pub adaptive_for: Vec<String>,
+    /// Retry over gRPC when Iroh fails (see the README for exactly when).
+    pub fallback_to_grpc: bool,
+    /// Consecutive transport failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps a transport out before a probe, in milliseconds.
+    pub breaker_cooldown_ms: u64,
+    /// Adaptive: one call in this many goes to the transport not in use, to keep its estimate fresh.
+    pub adaptive_probe_every: u32,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        Self {
+            prefer_iroh_for: vec![],
+            raft_transport: RaftTransport::AlwaysGrpc,
+            raft_service: "raft".into(),
+            adaptive_for: vec![],
+            fallback_to_grpc: true,
+            breaker_failures: 3,
+            breaker_cooldown_ms: 5_000,
+            adaptive_probe_every: 20,
+        }
+    }
+}
+
+/// A whole file whose only table is `[transport]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The `[transport]` table.
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+impl Config {
+    /// Parses and validates a TOML document with a `[transport]` table.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(ConfigError::from_toml)?;
+        cfg.transport.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+}

@@ -1,0 +1,55 @@
+//! duet's metrics, through the `metrics` facade: install any recorder (Prometheus, say) to collect them.
+//!
+//! | name | kind | labels |
+//! | --- | --- | --- |
+//! | `duet_rpc_duration_seconds` | histogram | service, method, transport, code |
+//! | `duet_connections_active` | gauge | transport |
+//! | `duet_connection_attempts_total` | counter | transport |
+//! | `duet_connection_errors_total` | counter | transport, kind |
+//! | `duet_transport_selected_total` | counter | service, transport, reason |
+//! | `duet_fallback_total` | counter | service, from, to, reason |
+//!
+//! `service` is the service's config name; `code` the gRPC code name (`Ok`, `Unavailable`, …).
+
+use std::time::Duration;
+
+use crate::{Code, Transport};
+
+fn t(t: Transport) -> &'static str {
+    match t {
+        Transport::Grpc => "grpc",
+        Transport::Iroh => "iroh",
+    }
+}
+
+pub(crate) fn rpc(service: &'static str, method: &'static str, transport: Transport, code: Code, elapsed: Duration) {
+    let code = format!("{code:?}");
+    metrics::histogram!("duet_rpc_duration_seconds", "service" => service, "method" => method, "transport" => t(transport), "code" => code)
+        .record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn selected(service: &'static str, transport: Transport, reason: &'static str) {
+    metrics::counter!("duet_transport_selected_total", "service" => service, "transport" => t(transport), "reason" => reason)
+        .increment(1);
+}
+
+pub(crate) fn fallback(service: &'static str, from: Transport, to: Transport, reason: &'static str) {
+    metrics::counter!("duet_fallback_total", "service" => service, "from" => t(from), "to" => t(to), "reason" => reason)
+        .increment(1);
+}
+
+pub(crate) fn connect_attempt(transport: Transport) {
+    metrics::counter!("duet_connection_attempts_total", "transport" => t(transport)).increment(1);
+}
+
+pub(crate) fn connect_error(transport: Transport, kind: &'static str) {
+    metrics::counter!("duet_connection_errors_total", "transport" => t(transport), "kind" => kind).increment(1);
+}
+
+pub(crate) fn connection_opened(transport: Transport) {
+    metrics::gauge!("duet_connections_active", "transport" => t(transport)).increment(1.0);
+}
+
+pub(crate) fn connection_closed(transport: Transport) {
+    metrics::gauge!("duet_connections_active", "transport" => t(transport)).decrement(1.0);
+}

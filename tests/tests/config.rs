@@ -1,0 +1,140 @@
+//! The transport config: the orchestrator's file loads as it stands, and every kind of mistake is an
+//! error that names the key.
+
+use duet::{Config, Mode, RaftTransport, TransportConfig};
+
+const ORCHESTRATOR: &str = r#"
+[transport]
+mode = "dual"            # grpc | iroh | dual
+
+[transport.grpc]
+bind_address = "0.0.0.0:7001"
+max_message_size = 4194304
+tls_enabled = false
+
+[transport.iroh]
+enabled = true
+home_relay = "https://relay.iroh.network"
+discovery_port = 0
+
+[transport.migration]
+prefer_iroh_for = ["health", "status", "monitoring"]
+raft_transport = "always_grpc"   # always_grpc | always_iroh | adaptive
+fallback_to_grpc = true
+"#;
+
+#[test]
+fn the_orchestrators_file_loads_as_it_stands() {
+    let cfg = Config::from_toml(ORCHESTRATOR).unwrap().transport;
+    assert_eq!(cfg.mode, Mode::Dual);
+    assert_eq!(cfg.grpc.bind_address, "0.0.0.0:7001".parse().unwrap());
+    assert_eq!(cfg.grpc.max_message_size, 4_194_304);
+    assert_eq!(cfg.iroh.relay_url(), Some("https://relay.iroh.network"));
+    assert_eq!(cfg.migration.prefer_iroh_for, ["health", "status", "monitoring"]);
+    assert_eq!(cfg.migration.raft_transport, RaftTransport::AlwaysGrpc);
+    assert!(cfg.migration.fallback_to_grpc);
+}
+
+#[test]
+fn it_embeds_in_a_larger_application_config() {
+    #[derive(serde::Deserialize)]
+    struct NodeConfig {
+        node_name: String,
+        data_dir: String,
+        transport: TransportConfig,
+    }
+    let text = format!("node_name = \"vm-host-3\"\ndata_dir = \"/var/lib/orch\"\n{ORCHESTRATOR}");
+    let cfg: NodeConfig = toml::from_str(&text).unwrap();
+    cfg.transport.validate().unwrap();
+    assert_eq!((cfg.node_name.as_str(), cfg.data_dir.as_str()), ("vm-host-3", "/var/lib/orch"));
+    assert_eq!(cfg.transport.migration.prefer_iroh_for.len(), 3);
+}
+
+#[test]
+fn an_empty_transport_table_means_offline_dual_defaults() {
+    let cfg = Config::from_toml("[transport]\n").unwrap().transport;
+    assert_eq!(cfg.mode, Mode::Dual);
+    assert_eq!(cfg.iroh.relay_url(), None, "relays are off unless configured");
+    assert!(!cfg.iroh.address_lookup);
+    assert!(cfg.grpc.bind_address.ip().is_loopback());
+}
+
+fn error(text: &str) -> String {
+    Config::from_toml(text).unwrap_err().to_string()
+}
+
+#[test]
+fn each_mistake_names_its_key_and_the_fix() {
+    let cases: &[(&str, &[&str])] = &[
+        // Unknown keys, at every level.
+        ("[transport]\nmod = \"dual\"", &["unknown field `mod`", "mode"]),
+        ("[transport.grpc]\nbind_adress = \"0.0.0.0:1\"", &["unknown field `bind_adress`", "bind_address"]),
+        ("[transport.migration]\nprefer_iroh = []", &["unknown field `prefer_iroh`", "prefer_iroh_for"]),
+        ("[transprt]\nmode = \"grpc\"", &["unknown field `transprt`"]),
+        // Wrong types and values.
+        ("[transport]\nmode = \"quic\"", &["unknown variant `quic`", "grpc", "iroh", "dual"]),
+        ("[transport.grpc]\nmax_message_size = \"4MB\"", &["max_message_size", "invalid type"]),
+        ("[transport.grpc]\nbind_address = \"localhost\"", &["bind_address", "invalid socket address"]),
+        ("[transport.migration]\nraft_transport = \"sometimes\"", &["unknown variant `sometimes`", "adaptive"]),
+        ("[transport.migration]\nprefer_iroh_for = \"health\"", &["prefer_iroh_for", "invalid type"]),
+        ("[transport.iroh]\ndiscovery_port = 70000", &["discovery_port"]),
+        // Contradictions.
+        (
+            "[transport]\nmode = \"iroh\"\n[transport.iroh]\nenabled = false",
+            &["`transport.iroh.enabled`", "mode = \"grpc\""],
+        ),
+        (
+            "[transport]\nmode = \"dual\"\n[transport.iroh]\nenabled = false",
+            &["`transport.iroh.enabled`", "needs Iroh"],
+        ),
+        ("[transport.grpc]\ntls_enabled = true", &["`transport.grpc.tls_enabled`", "set it to false"]),
+        ("[transport.iroh]\nhome_relay = \"not a url\"", &["`transport.iroh.home_relay`", "disabled"]),
+        ("[transport]\nmode = \"iroh\"", &["`transport.migration.fallback_to_grpc`", "set it to false"]),
+        (
+            "[transport]\nmode = \"grpc\"\n[transport.migration]\nraft_transport = \"adaptive\"",
+            &["`transport.migration.raft_transport`", "always_grpc"],
+        ),
+        (
+            "[transport.migration]\nprefer_iroh_for = [\"vm ops\"]",
+            &["`transport.migration.prefer_iroh_for`", "snake_case"],
+        ),
+        (
+            "[transport.migration]\nprefer_iroh_for = [\"raft\"]\nadaptive_for = [\"raft\"]",
+            &["`transport.migration.adaptive_for`", "either"],
+        ),
+        ("[transport.migration]\nbreaker_failures = 0", &["`transport.migration.breaker_failures`", "at least 1"]),
+        ("[transport.grpc]\nmax_message_size = 0", &["`transport.grpc.max_message_size`"]),
+        ("[transport.iroh]\nconnect_timeout_ms = 0", &["`transport.iroh.connect_timeout_ms`"]),
+    ];
+    for (text, needles) in cases {
+        let err = error(text);
+        for needle in *needles {
+            assert!(err.contains(needle), "for {text:?} the error should mention {needle:?}:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn a_file_error_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "[transport]\nmode = \"quic\"\n").unwrap();
+    let err = Config::from_file(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&path.display().to_string()), "{err}");
+    let missing = Config::from_file(dir.path().join("absent.toml")).unwrap_err().to_string();
+    assert!(missing.contains("absent.toml"), "{missing}");
+}
+
+#[test]
+fn check_config_shows_each_services_route() {
+    let cfg = Config::from_toml(ORCHESTRATOR).unwrap().transport;
+    let table = cfg.describe_routes(["health", "vm", "raft"]);
+    let line = |s: &str| table.lines().find(|l| l.starts_with(s)).unwrap().to_string();
+    assert!(
+        line("health").contains("iroh")
+            && line("health").contains("grpc")
+            && line("health").contains("prefer_iroh_for")
+    );
+    assert!(line("vm ").contains("grpc") && line("vm ").contains("not in prefer_iroh_for"), "{table}");
+    assert!(line("raft").contains("always_grpc"), "{table}");
+}
