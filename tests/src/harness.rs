@@ -14,6 +14,36 @@ pub struct Running {
 /// Both transports, for tests that run once per transport.
 pub const TRANSPORTS: [Transport; 2] = [Transport::Grpc, Transport::Iroh];
 
+/// How a conformance case reaches the server: one transport, or a Dual channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// gRPC only.
+    Grpc,
+    /// Iroh only.
+    Iroh,
+    /// A Dual channel from config, with every test service preferred on Iroh (and gRPC fallback).
+    Dual,
+}
+
+/// Every way, for suites that must pass unchanged on each.
+pub const VIAS: [Via; 3] = [Via::Grpc, Via::Iroh, Via::Dual];
+
+impl Via {
+    /// The transport that should answer.
+    pub fn transport(self) -> Transport {
+        match self {
+            Via::Grpc => Transport::Grpc,
+            Via::Iroh | Via::Dual => Transport::Iroh,
+        }
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
 /// Serves `server` (services already added) on a gRPC listener and an Iroh endpoint, both on loopback.
 pub async fn serve(server: Server) -> Running {
     let ep = endpoint::bind_loopback().await.expect("bind server endpoint");
@@ -31,6 +61,22 @@ impl Running {
                 Channel::grpc_lazy(format!("http://{addr}")).expect("valid uri")
             }
             Transport::Iroh => Channel::iroh(&self.connector, self.server.iroh_addr().expect("iroh endpoint")),
+        }
+    }
+
+    /// A channel to the server by `via`.
+    pub fn via(&self, via: Via) -> Channel {
+        match via {
+            Via::Grpc => self.channel(Transport::Grpc),
+            Via::Iroh => self.channel(Transport::Iroh),
+            Via::Dual => {
+                let cfg = duet::Config::from_toml(
+                    "[transport]\nmode = \"dual\"\n[transport.migration]\n\
+                     prefer_iroh_for = [\"test_service\", \"unimplemented_service\", \"kinds\", \"mirror\", \"clock\"]",
+                )
+                .expect("valid test config");
+                Channel::from_config(&cfg.transport, &self.connector, &self.server.peer_addr()).expect("both addresses")
+            }
         }
     }
 
