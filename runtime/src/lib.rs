@@ -19,6 +19,7 @@ mod streaming;
 mod trailers;
 
 pub mod iroh;
+pub mod legacy;
 pub mod well_known;
 
 pub use channel::{BreakerState, CallOptions, Channel, Transport};

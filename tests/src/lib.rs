@@ -5,6 +5,7 @@
 
 pub mod harness;
 pub mod interop;
+pub mod plain;
 pub mod services;
 
 /// Every test package, nested by package name.
