@@ -215,10 +215,8 @@ impl Builder {
         compiler.include_imports(true).include_source_info(true);
         compiler.open_files(protos.iter().map(AsRef::as_ref)).map_err(proto_error)?;
         if self.emit_rerun_if_changed {
-            for file in compiler.files() {
-                if let Some(path) = file.path() {
-                    println!("cargo:rerun-if-changed={}", path.display());
-                }
+            for line in rerun_lines(&compiler) {
+                println!("{line}");
             }
         }
         let fds = compiler.file_descriptor_set();
@@ -310,6 +308,12 @@ impl Builder {
     }
 }
 
+/// A `cargo:rerun-if-changed` line per proto read from disk (protox's bundled well-known types have
+/// no path and need none).
+fn rerun_lines(compiler: &protox::Compiler) -> Vec<String> {
+    compiler.files().filter_map(|f| f.path()).map(|p| format!("cargo:rerun-if-changed={}", p.display())).collect()
+}
+
 fn proto_error(e: protox::Error) -> Error {
     Error::Proto(render(&e))
 }
@@ -343,4 +347,25 @@ fn fingerprints(fds: &prost_types::FileDescriptorSet) -> HashMap<(String, String
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rerun_lines_name_every_proto_read_from_disk_and_no_bundled_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.proto"),
+            "syntax = \"proto3\";\nimport \"b.proto\";\nimport \"google/protobuf/empty.proto\";\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("b.proto"), "syntax = \"proto3\";\n").unwrap();
+        let mut compiler = protox::Compiler::new([dir.path()]).unwrap();
+        compiler.include_imports(true);
+        compiler.open_files(["a.proto"]).unwrap();
+        let lines = super::rerun_lines(&compiler);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().any(|l| l.ends_with("a.proto")) && lines.iter().any(|l| l.ends_with("b.proto")));
+        assert!(lines.iter().all(|l| l.starts_with("cargo:rerun-if-changed=")));
+    }
 }

@@ -79,4 +79,43 @@ pub mod __codegen {
     pub use serde;
     pub use tonic;
     pub use tonic_prost;
+
+    use futures_util::{Stream, StreamExt};
+
+    use crate::{BoxStream, Response, Status};
+
+    /// `#[duet::service]`: a handler's `impl Stream` response, boxed.
+    pub async fn box_stream<T, S>(
+        fut: impl Future<Output = Result<Response<S>, Status>>,
+    ) -> Result<Response<BoxStream<T>>, Status>
+    where
+        S: Stream<Item = Result<T, Status>> + Send + 'static,
+    {
+        fut.await.map(|r| r.map(|s| Box::pin(s) as BoxStream<T>))
+    }
+
+    /// `#[duet::service]`: a handler's `Vec` response, as a stream.
+    pub async fn box_vec<T: Send + 'static>(
+        fut: impl Future<Output = Result<Response<Vec<T>>, Status>>,
+    ) -> Result<Response<BoxStream<T>>, Status> {
+        fut.await.map(|r| r.map(|v| Box::pin(futures_util::stream::iter(v).map(Ok)) as BoxStream<T>))
+    }
+
+    /// `#[duet::service]`: a handler's channel receiver response, as a stream.
+    pub async fn box_receiver<T: Send + 'static>(
+        fut: impl Future<Output = Result<Response<tokio::sync::mpsc::Receiver<Result<T, Status>>>, Status>>,
+    ) -> Result<Response<BoxStream<T>>, Status> {
+        fut.await.map(|r| r.map(|rx| Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)) as BoxStream<T>))
+    }
+
+    /// `#[duet::service]`: a handler's unbounded channel receiver response, as a stream.
+    pub async fn box_unbounded_receiver<T: Send + 'static>(
+        fut: impl Future<Output = Result<Response<tokio::sync::mpsc::UnboundedReceiver<Result<T, Status>>>, Status>>,
+    ) -> Result<Response<BoxStream<T>>, Status> {
+        fut.await
+            .map(|r| r.map(|rx| Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)) as BoxStream<T>))
+    }
 }
+
+/// Attribute macro for service impls: see [`duet_macros::service`].
+pub use duet_macros::service;

@@ -14,7 +14,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
         let input = &m.input;
         let output = &m.output;
         let desc = &m.const_ident;
-        let docs = &m.docs;
+        let docs = m.docs_or("Calls");
         match m.kind {
             Kind::Unary => quote! {
                 #docs

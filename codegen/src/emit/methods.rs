@@ -16,7 +16,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     };
     let consts = s.methods.iter().map(|m| {
         let name = &m.const_ident;
-        let path = format!("/{fq}/{}", m.proto_name);
+        let path = &m.path;
         let method = &m.proto_name;
         let kind = match m.kind {
             Kind::Unary => quote!(Unary),

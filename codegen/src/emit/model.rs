@@ -17,6 +17,8 @@ pub(crate) enum Kind {
 }
 
 pub(crate) struct MethodModel {
+    /// `/pkg.Service/Method`.
+    pub path: String,
     pub ident: Ident,
     pub proto_name: String,
     pub const_ident: Ident,
@@ -79,6 +81,7 @@ impl ServiceModel {
             "" => svc.proto_name.clone(),
             p => format!("{p}.{}", svc.proto_name),
         };
+        let fq_name = fq_name.as_str();
         let snake = svc.name.to_snake_case();
         let methods = svc
             .methods
@@ -97,6 +100,7 @@ impl ServiceModel {
                     Codec::Protobuf => PROTOBUF_FINGERPRINT,
                 };
                 MethodModel {
+                    path: format!("/{fq_name}/{}", m.proto_name),
                     ident: ident(&m.name),
                     proto_name: m.proto_name.clone(),
                     const_ident: format_ident!("{}", m.proto_name.to_shouty_snake_case()),
@@ -122,7 +126,7 @@ impl ServiceModel {
             build_server,
             build_client,
             docs: docs(&svc.comments),
-            fq_name,
+            fq_name: fq_name.to_owned(),
             methods,
         }
     }
@@ -132,6 +136,21 @@ impl ServiceModel {
 pub(crate) const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566;
 
 impl MethodModel {
+    /// The proto comments, or a line naming the method and its shape when the proto has none.
+    pub fn docs_or(&self, what: &str) -> TokenStream {
+        if !self.docs.is_empty() {
+            return self.docs.clone();
+        }
+        let shape = match self.kind {
+            Kind::Unary => "unary",
+            Kind::ServerStreaming => "server streaming",
+            Kind::ClientStreaming => "client streaming",
+            Kind::Bidi => "bidi streaming",
+        };
+        let line = format!(" {what} `{}` ({shape}).", self.path);
+        quote!(#[doc = #line])
+    }
+
     /// The request type a handler receives.
     pub fn handler_request(&self) -> TokenStream {
         let input = &self.input;

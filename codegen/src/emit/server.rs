@@ -76,7 +76,10 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
 
     let transports = if s.iroh { "gRPC and Iroh" } else { "gRPC (Iroh stubs were not generated for this service)" };
     let doc = format!(" Serves any [`{tr}`] impl over {transports}: add it to a [`duet::Server`].");
-    let config_doc = format!(" The name operators use for this service in config; `{config_name}` unless changed.");
+    let config_doc = format!(
+        " The name operators use for this service in config: `{config_name}`, unless the impl or \
+         `with_config_name` changed it."
+    );
     quote! {
         #[doc = #doc]
         #[derive(Debug)]
@@ -99,7 +102,8 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
 
             /// Wraps an impl already shared elsewhere.
             pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
-                Self { inner, config_name: ::std::borrow::Cow::Borrowed(#config_name) }
+                let name = T::CONFIG_NAME.unwrap_or(#config_name);
+                Self { inner, config_name: ::std::borrow::Cow::Borrowed(name) }
             }
 
             /// Sets the name this service goes by in config (`prefer_iroh_for`).
