@@ -25,7 +25,7 @@ const DEFAULT_CONFIG: &str = include_str!("../node.toml");
 #[derive(Parser)]
 #[command(version, about = "An example duet node: health and status served on gRPC and Iroh at once.")]
 struct Cli {
-    /// Transport config (TOML with a [transport] table); default: the embedded offline Dual config.
+    /// Transport config (TOML with a `[transport]` table); default: the embedded offline Dual config.
     #[arg(long, global = true)]
     config: Option<std::path::PathBuf>,
     /// Validate the config, print every service's route, and exit.

@@ -7,7 +7,7 @@ use proc_macro::TokenStream;
 
 /// Marks an impl of a duet-generated service trait.
 ///
-/// ```ignore
+/// ```text
 /// #[duet::service]
 /// impl pb::Health for MyHealth {
 ///     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckReply>, Status> { … }
