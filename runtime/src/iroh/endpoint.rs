@@ -2,8 +2,30 @@
 
 use std::net::SocketAddr;
 
-use iroh::endpoint::{BindError, Builder, PortmapperConfig, presets};
+use std::time::Duration;
+
+use iroh::endpoint::{BindError, Builder, PortmapperConfig, QuicTransportConfig, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
+
+/// Per-stream receive window duet asks for: a single stream (one call, one image transfer) may have
+/// this much in flight. QUIC's defaults are sized for many small streams and cap one bulk stream far
+/// below what a link can carry.
+pub const STREAM_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
+/// Connection receive window: room for several bulk streams at once.
+pub const RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
+
+/// The QUIC transport settings duet uses: large flow-control windows for bulk transfer (measured in
+/// `duet-bench`), room for 1024 concurrent calls per connection, and keep-alives so idle peer
+/// connections survive NAT timeouts.
+pub fn transport_config() -> QuicTransportConfig {
+    QuicTransportConfig::builder()
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
+        .send_window(u64::from(RECEIVE_WINDOW))
+        .max_concurrent_bidi_streams(VarInt::from_u32(1024))
+        .keep_alive_interval(Duration::from_secs(5))
+        .build()
+}
 
 /// A builder for an endpoint that touches no network but loopback: no relays, no address lookup
 /// (DNS, pkarr), no port mapping, bound to `127.0.0.1` on an ephemeral port, with a fresh key.
@@ -17,6 +39,7 @@ pub fn loopback_builder() -> Builder {
 /// (a restarted node keeps its id and port this way).
 pub fn offline_builder_at(addr: SocketAddr) -> Builder {
     Endpoint::builder(presets::Minimal)
+        .transport_config(transport_config())
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
         .portmapper_config(PortmapperConfig::Disabled)
@@ -64,6 +87,7 @@ pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoin
         None => SecretKey::generate(),
     };
     let builder = builder
+        .transport_config(transport_config())
         .portmapper_config(PortmapperConfig::Disabled)
         .clear_ip_transports()
         .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.discovery_port))

@@ -1,0 +1,12 @@
+//! duet's benchmark: the same proto and the same handler behind five contenders, measured from a
+//! client process against a server process.
+
+pub mod contenders;
+pub mod report;
+pub mod services;
+pub mod workloads;
+
+/// Generated code for `bench.v1`.
+pub mod pb {
+    duet::include_proto!("bench.v1");
+}
