@@ -87,10 +87,12 @@ async fn measure(c: Contender, plan: &Plan, results: &mut Results) -> Result<(),
         client.unary(bytes::Bytes::from_static(b"warm up")).await?;
     }
     for (size, label, n) in plan.payloads {
+        eprintln!("  unary {label}");
         let (p50, p99) = workloads::latency(&client, size, n).await?;
         results.put(&format!("unary {label}, p50"), "µs", false, c, p50);
         results.put(&format!("unary {label}, p99"), "µs", false, c, p99);
         for callers in plan.callers {
+            eprintln!("    {callers} callers");
             let rate = workloads::throughput(&client, size, callers, plan.time).await?;
             results.put(&format!("unary {label}, {callers} callers"), "calls/s", true, c, rate);
         }
@@ -100,6 +102,7 @@ async fn measure(c: Contender, plan: &Plan, results: &mut Results) -> Result<(),
     }
     let mb = plan.stream_bytes;
     let label = if mb >= 64 << 20 { "64 MiB".to_string() } else { format!("{} MiB", mb >> 20) };
+    eprintln!("  streaming");
     results.put(
         &format!("download {label} (64 KiB msgs)"),
         "MB/s",
@@ -114,6 +117,7 @@ async fn measure(c: Contender, plan: &Plan, results: &mut Results) -> Result<(),
         c,
         workloads::streaming(&client, mb, 65_536, false).await?,
     );
+    eprintln!("  raft mix");
     results.put(
         "raft mix: 64×4 KiB in flight, heartbeat p99",
         "µs",

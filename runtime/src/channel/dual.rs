@@ -180,31 +180,75 @@ impl Dual {
         }
     }
 
+    /// A call whose request is one message: Iroh first when the plan says so, and on failure the kept
+    /// copy of the request goes over gRPC, when the stage of the failure allows it.
+    async fn replayable<Req, T, G, GF, I, IF>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        grpc: G,
+        iroh: I,
+    ) -> Result<T, Status>
+    where
+        Req: Message,
+        G: FnOnce(Request<Req>) -> GF,
+        GF: Future<Output = Result<T, Status>>,
+        I: FnOnce(Request<Req>) -> IF,
+        IF: Future<Output = Result<T, Failure>>,
+    {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        let retry = fallback.then(|| copy(&req));
+        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, iroh(req)).await, retry) {
+            (Attempt::FallBack(why), Some(retry)) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, grpc(retry)).await
+            }
+            (Attempt::Done(result), _) => result,
+            (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
+        }
+    }
+
+    /// A call whose request is a stream: it cannot be replayed, so it falls back only if Iroh fails
+    /// before the stream opens, while the request is still untouched.
+    async fn one_shot<S, T, G, GF, I, IF>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        grpc: G,
+        iroh: I,
+    ) -> Result<T, Status>
+    where
+        G: FnOnce(Request<S>) -> GF,
+        GF: Future<Output = Result<T, Status>>,
+        I: FnOnce((iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Request<S>) -> IF,
+        IF: Future<Output = Result<T, Failure>>,
+    {
+        let (reason, fallback) = match self.choose(desc) {
+            Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
+            Choice::Iroh { reason, fallback } => (reason, fallback),
+        };
+        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh)).await {
+            Attempt::Done(Ok(stream)) => iroh(stream, req).await.map_err(Failure::into_status),
+            Attempt::Done(Err(status)) => Err(status),
+            Attempt::FallBack(why) => {
+                self.fall_back(desc, why);
+                self.on_grpc(desc, why, grpc(req)).await
+            }
+        }
+    }
+
     pub async fn unary<Req: Message, Resp: Message>(
         &self,
         req: Request<Req>,
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
-        let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => {
-                return self.on_grpc(desc, reason, crate::grpc::unary(&self.grpc, req, desc, opts)).await;
-            }
-            Choice::Iroh { reason, fallback } => (reason, fallback),
-        };
-        let retry = fallback.then(|| copy(&req));
-        let call = async {
-            let stream = iroh_connect(&self.iroh).await?;
-            crate::iroh::unary(stream, req, desc, opts).await
-        };
-        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
-            (Attempt::FallBack(why), Some(retry)) => {
-                self.fall_back(desc, why);
-                self.on_grpc(desc, why, crate::grpc::unary(&self.grpc, retry, desc, opts)).await
-            }
-            (Attempt::Done(result), _) => result,
-            (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
-        }
+        let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts);
+        let iroh = |r| async move { crate::iroh::unary(iroh_connect(&self.iroh).await?, r, desc, opts).await };
+        self.replayable(req, desc, grpc, iroh).await
     }
 
     pub async fn server_streaming<Req: Message, Resp: Message>(
@@ -213,40 +257,10 @@ impl Dual {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => {
-                return self.on_grpc(desc, reason, crate::grpc::server_streaming(&self.grpc, req, desc, opts)).await;
-            }
-            Choice::Iroh { reason, fallback } => (reason, fallback),
-        };
-        let retry = fallback.then(|| copy(&req));
-        let call = async {
-            let stream = iroh_connect(&self.iroh).await?;
-            crate::iroh::server_streaming(stream, req, desc, opts).await
-        };
-        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
-            (Attempt::FallBack(why), Some(retry)) => {
-                self.fall_back(desc, why);
-                self.on_grpc(desc, why, crate::grpc::server_streaming(&self.grpc, retry, desc, opts)).await
-            }
-            (Attempt::Done(result), _) => result,
-            (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
-        }
-    }
-
-    /// Streaming requests cannot be replayed: they fall back only if Iroh fails before the stream
-    /// opens, while the request is still untouched.
-    async fn open_or_fall_back(
-        &self,
-        desc: &'static MethodDesc,
-        reason: &'static str,
-        fallback: bool,
-    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Attempt<()>> {
-        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh)).await {
-            Attempt::Done(Ok(stream)) => Ok(stream),
-            Attempt::Done(Err(s)) => Err(Attempt::Done(Err(s))),
-            Attempt::FallBack(why) => Err(Attempt::FallBack(why)),
-        }
+        let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts);
+        let iroh =
+            |r| async move { crate::iroh::server_streaming(iroh_connect(&self.iroh).await?, r, desc, opts).await };
+        self.replayable(req, desc, grpc, iroh).await
     }
 
     pub async fn client_streaming<S, Req, Resp>(
@@ -260,20 +274,9 @@ impl Dual {
         Req: Message,
         Resp: Message,
     {
-        let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => {
-                return self.on_grpc(desc, reason, crate::grpc::client_streaming(&self.grpc, req, desc, opts)).await;
-            }
-            Choice::Iroh { reason, fallback } => (reason, fallback),
-        };
-        match self.open_or_fall_back(desc, reason, fallback).await {
-            Ok(stream) => crate::iroh::client_streaming(stream, req, desc, opts).await.map_err(Failure::into_status),
-            Err(Attempt::FallBack(why)) => {
-                self.fall_back(desc, why);
-                self.on_grpc(desc, why, crate::grpc::client_streaming(&self.grpc, req, desc, opts)).await
-            }
-            Err(Attempt::Done(r)) => Err(r.expect_err("an open failure is an error")),
-        }
+        let grpc = |r| crate::grpc::client_streaming(&self.grpc, r, desc, opts);
+        let iroh = |stream, r| crate::iroh::client_streaming(stream, r, desc, opts);
+        self.one_shot(req, desc, grpc, iroh).await
     }
 
     pub async fn bidi<S, Req, Resp>(
@@ -287,19 +290,8 @@ impl Dual {
         Req: Message,
         Resp: Message,
     {
-        let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => {
-                return self.on_grpc(desc, reason, crate::grpc::bidi(&self.grpc, req, desc, opts)).await;
-            }
-            Choice::Iroh { reason, fallback } => (reason, fallback),
-        };
-        match self.open_or_fall_back(desc, reason, fallback).await {
-            Ok(stream) => crate::iroh::bidi(stream, req, desc, opts).await.map_err(Failure::into_status),
-            Err(Attempt::FallBack(why)) => {
-                self.fall_back(desc, why);
-                self.on_grpc(desc, why, crate::grpc::bidi(&self.grpc, req, desc, opts)).await
-            }
-            Err(Attempt::Done(r)) => Err(r.expect_err("an open failure is an error")),
-        }
+        let grpc = |r| crate::grpc::bidi(&self.grpc, r, desc, opts);
+        let iroh = |stream, r| crate::iroh::bidi(stream, r, desc, opts);
+        self.one_shot(req, desc, grpc, iroh).await
     }
 }

@@ -186,13 +186,7 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => {
-                measured(desc, Transport::Iroh, "channel", async {
-                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
-                    crate::iroh::unary(stream, req, desc, opts).await.map_err(Failure::into_status)
-                })
-                .await
-            }
+            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::unary(s, req, desc, opts)).await,
             Route::Dual(d) => d.unary(req, desc, opts).await,
         }
     }
@@ -208,13 +202,7 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => {
-                measured(desc, Transport::Iroh, "channel", async {
-                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
-                    crate::iroh::server_streaming(stream, req, desc, opts).await.map_err(Failure::into_status)
-                })
-                .await
-            }
+            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::server_streaming(s, req, desc, opts)).await,
             Route::Dual(d) => d.server_streaming(req, desc, opts).await,
         }
     }
@@ -235,13 +223,7 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => {
-                measured(desc, Transport::Iroh, "channel", async {
-                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
-                    crate::iroh::client_streaming(stream, req, desc, opts).await.map_err(Failure::into_status)
-                })
-                .await
-            }
+            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::client_streaming(s, req, desc, opts)).await,
             Route::Dual(d) => d.client_streaming(req, desc, opts).await,
         }
     }
@@ -260,16 +242,23 @@ impl Channel {
     {
         match &self.route {
             Route::Grpc(ch) => measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts)).await,
-            Route::Iroh(slot) => {
-                measured(desc, Transport::Iroh, "channel", async {
-                    let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
-                    crate::iroh::bidi(stream, req, desc, opts).await.map_err(Failure::into_status)
-                })
-                .await
-            }
+            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::bidi(s, req, desc, opts)).await,
             Route::Dual(d) => d.bidi(req, desc, opts).await,
         }
     }
+}
+
+/// An Iroh-only call: connect (or reuse), open a stream, run `call` on it.
+async fn on_iroh<T, F, Fut>(slot: &PeerSlot, desc: &'static MethodDesc, call: F) -> Result<T, Status>
+where
+    F: FnOnce((iroh::endpoint::SendStream, iroh::endpoint::RecvStream)) -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    measured(desc, Transport::Iroh, "channel", async {
+        let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+        call(stream).await.map_err(Failure::into_status)
+    })
+    .await
 }
 
 /// Runs one call on one transport inside a tracing span and records its latency and code.

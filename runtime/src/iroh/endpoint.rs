@@ -7,16 +7,16 @@ use std::time::Duration;
 use iroh::endpoint::{BindError, Builder, PortmapperConfig, QuicTransportConfig, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 
-/// Per-stream receive window duet asks for: a single stream (one call, one image transfer) may have
-/// this much in flight. QUIC's defaults are sized for many small streams and cap one bulk stream far
-/// below what a link can carry.
-pub const STREAM_RECEIVE_WINDOW: u32 = 8 * 1024 * 1024;
-/// Connection receive window: room for several bulk streams at once.
-pub const RECEIVE_WINDOW: u32 = 32 * 1024 * 1024;
+/// Per-stream receive window. Not larger: noq (iroh's QUIC stack) keeps at most 1024 out-of-order
+/// pieces per stream and kills the whole connection ("too many gaps in stream buffer") past that,
+/// which an 8 MiB window under loss reached in `duet-bench`; 1 MiB (about 900 packets) cannot.
+pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
+/// Connection receive window: room for many streams in flight at once.
+pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// The QUIC transport settings duet uses: large flow-control windows for bulk transfer (measured in
-/// `duet-bench`), room for 1024 concurrent calls per connection, and keep-alives so idle peer
-/// connections survive NAT timeouts.
+/// The QUIC transport settings duet uses: a connection window for many concurrent streams, a stream
+/// window as large as the QUIC stack allows safely, room for 1024 concurrent calls per connection,
+/// and keep-alives so idle peer connections survive NAT timeouts.
 pub fn transport_config() -> QuicTransportConfig {
     QuicTransportConfig::builder()
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))

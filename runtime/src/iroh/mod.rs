@@ -32,10 +32,26 @@ pub const ALPN: &[u8] = b"duet/1";
 pub(crate) const CANCEL: VarInt = VarInt::from_u32(8);
 
 pub(crate) fn status_from_io(e: &std::io::Error) -> Status {
+    let detail = error_chain(e);
     match e.kind() {
-        std::io::ErrorKind::ConnectionReset => Status::cancelled(format!("stream reset by peer: {e}")),
-        _ => Status::unavailable(format!("connection lost: {e}")),
+        std::io::ErrorKind::ConnectionReset => Status::cancelled(format!("stream reset by peer: {detail}")),
+        _ => Status::unavailable(format!("Iroh connection lost: {detail}")),
     }
+}
+
+/// An error and its sources, `a: b: c`, so the reason a connection closed reaches the caller.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 pub(crate) fn trailer_from_status(status: &Status) -> Trailer {
