@@ -101,8 +101,7 @@ async fn call(
     cfg: &TransportConfig,
     via: Via,
 ) -> Result<Vec<(&'static str, CallReport)>, Box<dyn std::error::Error>> {
-    let connector =
-        Connector::with_connect_timeout(endpoint::bind_from_config(&cfg.iroh).await?, cfg.iroh.connect_timeout());
+    let connector = Connector::from_config(endpoint::bind_from_config(&cfg.iroh).await?, &cfg.iroh);
     let mut channels = vec![];
     if matches!(via, Via::Grpc | Via::All) && peer.grpc.is_some() {
         channels.push(("grpc", Channel::grpc_lazy(peer.grpc_uri().unwrap_or_default())?));

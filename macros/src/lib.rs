@@ -24,7 +24,9 @@ use proc_macro::TokenStream;
 ///   `Vec<T>`, `tokio::sync::mpsc::Receiver<Result<T, Status>>` or `UnboundedReceiver<…>` into the
 ///   trait's `Response<duet::BoxStream<T>>`;
 /// - with `config_name = "status"`, sets the name the impl's service reports in config
-///   (`Service::config_name`), overriding the generated default.
+///   (`Service::config_name`, shown by `--check-config`-style listings), overriding the generated
+///   default. Clients route by the name compiled into the generated client, so set the same name with
+///   `duet_codegen::Builder::config_name` when you change it.
 ///
 /// Everything else (a method the service lacks, a wrong request type) is left to rustc, whose error
 /// points at the method in your impl.

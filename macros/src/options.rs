@@ -1,8 +1,8 @@
 //! The options `#[duet::service(...)]` takes.
 
 use proc_macro2::TokenStream;
+use syn::LitStr;
 use syn::parse::Parser;
-use syn::{LitStr, Token};
 
 /// Parsed attribute options.
 #[derive(Default)]
@@ -25,6 +25,5 @@ pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
         }
     });
     parser.parse2(attr)?;
-    let _: Option<Token![,]> = None;
     Ok(options)
 }

@@ -41,7 +41,17 @@ pub(crate) fn to_wire(map: MetadataMap) -> Vec<Entry> {
     out
 }
 
+/// Most metadata entries one header or trailer frame may carry; HTTP/2 servers refuse far fewer
+/// (hyper's default header list is 16 KiB), and `HeaderMap` panics past 24k.
+pub(crate) const MAX_ENTRIES: usize = 1024;
+
 pub(crate) fn from_wire(entries: Vec<Entry>) -> Result<MetadataMap, Status> {
+    if entries.len() > MAX_ENTRIES {
+        return Err(Status::resource_exhausted(format!(
+            "{} metadata entries in one frame; at most {MAX_ENTRIES} are accepted",
+            entries.len()
+        )));
+    }
     let mut headers = HeaderMap::with_capacity(entries.len());
     for Entry { name, value } in entries {
         let name = HeaderName::from_bytes(name.as_bytes())
@@ -72,6 +82,13 @@ mod tests {
         assert_eq!(many, ["a", "b"]);
         assert_eq!(back.get_bin("x-blob-bin").unwrap().to_bytes().unwrap().as_ref(), &[0, 255, 10]);
         assert!(back.get("content-type").is_none(), "reserved headers are not user metadata");
+    }
+
+    #[test]
+    fn too_many_entries_is_a_status_not_a_panic() {
+        let entries = (0..30_000).map(|i| Entry { name: format!("k{i}"), value: Bytes::new() }).collect();
+        let err = from_wire(entries).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     }
 
     #[test]

@@ -29,8 +29,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub trait Service: Send + Sync + 'static {
     /// The fully qualified proto name, `pkg.Service`.
     fn name(&self) -> &'static str;
-    /// The name operators use in config (`prefer_iroh_for`): snake_case of the proto name unless
-    /// overridden.
+    /// The name this service goes by in config, as the server reports it: snake_case of the proto
+    /// name unless the impl (`#[duet::service(config_name)]`) or `with_config_name` changed it.
+    /// Clients route by the name compiled into their `MethodDesc` (`duet_codegen`'s `config_name`), so
+    /// change both together.
     fn config_name(&self) -> &str;
     /// Adds the tonic service to a gRPC router, with the server's limits.
     fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits);
@@ -168,6 +170,10 @@ impl Server {
 
     /// Binds and starts serving in the background; the handle tells the bound addresses and stops it.
     pub async fn serve(mut self) -> Result<ServerHandle, Error> {
+        if !self.legacy.is_empty() && self.iroh.is_none() && self.iroh_config.is_none() {
+            // Checked before anything is bound, so nothing is left serving on an error.
+            return Err(Error::NoTransport);
+        }
         if self.iroh.is_none()
             && let Some(cfg) = &self.iroh_config
         {
@@ -222,8 +228,6 @@ impl Server {
         };
         if let Some(endpoint) = self.iroh {
             handle.start_iroh(endpoint);
-        } else if !handle.legacy.is_empty() {
-            return Err(Error::NoTransport);
         }
         Ok(handle)
     }

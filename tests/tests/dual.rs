@@ -55,8 +55,7 @@ async fn setup(cfg: &TransportConfig) -> Setup {
         .serve()
         .await
         .unwrap();
-    let connector =
-        Connector::with_connect_timeout(endpoint::bind_loopback().await.unwrap(), cfg.iroh.connect_timeout());
+    let connector = Connector::from_config(endpoint::bind_loopback().await.unwrap(), &cfg.iroh);
     let peer: PeerAddr = server.peer_addr().to_string().parse().unwrap();
     let channel = Channel::from_config(cfg, &connector, &peer).unwrap();
     Setup { server, service, key, iroh_socket, channel, connector }

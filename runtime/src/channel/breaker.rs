@@ -19,9 +19,17 @@ pub enum BreakerState {
 
 #[derive(Debug)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// A probe went out at `since`; if its caller dropped it (so it never reported), another may go
+    /// once a cool-down has passed, so the breaker cannot stick half-open.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -39,18 +47,18 @@ impl Breaker {
     /// Whether a call may use the transport now; after the cool-down, the first caller is the probe.
     pub fn allow(&self) -> bool {
         let mut s = self.state.lock().expect("breaker lock");
+        let now = Instant::now();
         match *s {
             State::Closed { .. } => true,
-            State::Open { until } if Instant::now() >= until => {
-                *s = State::HalfOpen { probing: true };
+            State::Open { until } if now >= until => {
+                *s = State::HalfOpen { since: now };
                 true
             }
-            State::Open { .. } => false,
-            State::HalfOpen { probing: true } => false,
-            State::HalfOpen { probing: false } => {
-                *s = State::HalfOpen { probing: true };
+            State::HalfOpen { since } if now >= since + self.cooldown => {
+                *s = State::HalfOpen { since: now };
                 true
             }
+            State::Open { .. } | State::HalfOpen { .. } => false,
         }
     }
 
@@ -100,5 +108,16 @@ mod tests {
         b.success();
         assert_eq!(b.state(), BreakerState::Closed { failures: 0 });
         assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_does_not_stick_the_breaker() {
+        let b = Breaker::new(1, Duration::from_millis(30));
+        b.failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "the probe goes out, and its caller drops it: no success, no failure");
+        assert!(!b.allow());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.allow(), "after another cool-down a new probe may go");
     }
 }

@@ -26,7 +26,7 @@ use crate::iroh::Failure;
 use crate::iroh::connector::PeerSlot;
 use crate::method::MethodDesc;
 use crate::routing::Plan;
-use crate::{Request, Response, Status, Streaming, Transport, metrics};
+use crate::{Request, Response, Status, Streaming, Transport, deadline, metrics};
 
 /// Trailer metadata the server sets on a schema-mismatch refusal.
 pub(crate) const SCHEMA_MISMATCH_KEY: &str = "duet-error";
@@ -96,7 +96,7 @@ impl Dual {
         if first == Transport::Grpc {
             return Choice::Grpc(reason);
         }
-        if self.schema_mismatch.lock().expect("schema lock").contains(desc.service) {
+        if fallback && self.schema_mismatch.lock().expect("schema lock").contains(desc.service) {
             return Choice::Grpc("schema_mismatch");
         }
         if fallback && !self.breaker.allow() {
@@ -217,6 +217,7 @@ impl Dual {
         &self,
         req: Request<S>,
         desc: &'static MethodDesc,
+        opts: &CallOptions,
         grpc: G,
         iroh: I,
     ) -> Result<T, Status>
@@ -230,7 +231,8 @@ impl Dual {
             Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
-        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh)).await {
+        let timeout = deadline::effective(req.metadata(), opts.timeout);
+        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh, timeout)).await {
             Attempt::Done(Ok(stream)) => iroh(stream, req).await.map_err(Failure::into_status),
             Attempt::Done(Err(status)) => Err(status),
             Attempt::FallBack(why) => {
@@ -247,7 +249,10 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
         let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts);
-        let iroh = |r| async move { crate::iroh::unary(iroh_connect(&self.iroh).await?, r, desc, opts).await };
+        let iroh = |r: Request<Req>| async move {
+            let timeout = deadline::effective(r.metadata(), opts.timeout);
+            crate::iroh::unary(iroh_connect(&self.iroh, timeout).await?, r, desc, opts).await
+        };
         self.replayable(req, desc, grpc, iroh).await
     }
 
@@ -258,8 +263,10 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts);
-        let iroh =
-            |r| async move { crate::iroh::server_streaming(iroh_connect(&self.iroh).await?, r, desc, opts).await };
+        let iroh = |r: Request<Req>| async move {
+            let timeout = deadline::effective(r.metadata(), opts.timeout);
+            crate::iroh::server_streaming(iroh_connect(&self.iroh, timeout).await?, r, desc, opts).await
+        };
         self.replayable(req, desc, grpc, iroh).await
     }
 
@@ -276,7 +283,7 @@ impl Dual {
     {
         let grpc = |r| crate::grpc::client_streaming(&self.grpc, r, desc, opts);
         let iroh = |stream, r| crate::iroh::client_streaming(stream, r, desc, opts);
-        self.one_shot(req, desc, grpc, iroh).await
+        self.one_shot(req, desc, opts, grpc, iroh).await
     }
 
     pub async fn bidi<S, Req, Resp>(
@@ -292,6 +299,6 @@ impl Dual {
     {
         let grpc = |r| crate::grpc::bidi(&self.grpc, r, desc, opts);
         let iroh = |stream, r| crate::iroh::bidi(stream, r, desc, opts);
-        self.one_shot(req, desc, grpc, iroh).await
+        self.one_shot(req, desc, opts, grpc, iroh).await
     }
 }

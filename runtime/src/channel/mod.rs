@@ -100,9 +100,22 @@ impl fmt::Debug for Channel {
     }
 }
 
-async fn iroh_connect(slot: &PeerSlot) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
-    let conn = slot.connection().await.map_err(Failure::NotSent)?;
-    crate::iroh::open_stream(&conn).await
+/// Connects (or reuses the connection) and opens the call's stream, within the call's deadline: a
+/// deadline that passes here is the call's final answer, not a reason to try elsewhere.
+async fn iroh_connect(
+    slot: &PeerSlot,
+    timeout: Option<Duration>,
+) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
+    let open = async {
+        let conn = slot.connection().await.map_err(Failure::NotSent)?;
+        crate::iroh::open_stream(&conn).await
+    };
+    match timeout {
+        Some(t) => {
+            tokio::time::timeout(t, open).await.unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded())))
+        }
+        None => open.await,
+    }
 }
 
 impl Channel {
@@ -186,7 +199,10 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::unary(s, req, desc, opts)).await,
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::unary(s, req, desc, opts)).await
+            }
             Route::Dual(d) => d.unary(req, desc, opts).await,
         }
     }
@@ -202,7 +218,10 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::server_streaming(s, req, desc, opts)).await,
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::server_streaming(s, req, desc, opts)).await
+            }
             Route::Dual(d) => d.server_streaming(req, desc, opts).await,
         }
     }
@@ -223,7 +242,10 @@ impl Channel {
             Route::Grpc(ch) => {
                 measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
             }
-            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::client_streaming(s, req, desc, opts)).await,
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::client_streaming(s, req, desc, opts)).await
+            }
             Route::Dual(d) => d.client_streaming(req, desc, opts).await,
         }
     }
@@ -242,20 +264,28 @@ impl Channel {
     {
         match &self.route {
             Route::Grpc(ch) => measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts)).await,
-            Route::Iroh(slot) => on_iroh(slot, desc, |s| crate::iroh::bidi(s, req, desc, opts)).await,
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::bidi(s, req, desc, opts)).await
+            }
             Route::Dual(d) => d.bidi(req, desc, opts).await,
         }
     }
 }
 
 /// An Iroh-only call: connect (or reuse), open a stream, run `call` on it.
-async fn on_iroh<T, F, Fut>(slot: &PeerSlot, desc: &'static MethodDesc, call: F) -> Result<T, Status>
+async fn on_iroh<T, F, Fut>(
+    slot: &PeerSlot,
+    desc: &'static MethodDesc,
+    timeout: Option<Duration>,
+    call: F,
+) -> Result<T, Status>
 where
     F: FnOnce((iroh::endpoint::SendStream, iroh::endpoint::RecvStream)) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     measured(desc, Transport::Iroh, "channel", async {
-        let stream = iroh_connect(slot).await.map_err(Failure::into_status)?;
+        let stream = iroh_connect(slot, timeout).await.map_err(Failure::into_status)?;
         call(stream).await.map_err(Failure::into_status)
     })
     .await

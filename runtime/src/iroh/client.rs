@@ -41,6 +41,15 @@ impl Failure {
     }
 }
 
+/// A frame that does not decode is a final answer from a broken or hostile peer (the server may have
+/// run the call); only a transport failure leaves the outcome unknown.
+fn frame_failure(e: super::frame::FrameError) -> Failure {
+    match e {
+        super::frame::FrameError::Io(_) => Failure::Lost(e.to_status()),
+        _ => Failure::Answered(e.to_status()),
+    }
+}
+
 /// A new stream for one call. QUIC sends nothing until the first write, so a failure here is `NotSent`.
 pub(crate) async fn open_stream(conn: &Connection) -> Result<(SendStream, RecvStream), Failure> {
     conn.open_bi().await.map_err(|e| Failure::NotSent(Status::unavailable(format!("cannot open an Iroh stream: {e}"))))
@@ -81,7 +90,7 @@ async fn read_head(frames: &mut Frames) -> Result<Head, Failure> {
         Some(Ok(Frame { kind, .. })) => {
             Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))))
         }
-        Some(Err(e)) => Err(Failure::Lost(e.to_status())),
+        Some(Err(e)) => Err(frame_failure(e)),
         None => Err(Failure::Lost(Status::unavailable("the server closed the stream without a response"))),
     }
 }
@@ -129,7 +138,7 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
             Some(Ok(Frame { kind, .. })) => {
                 return Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))));
             }
-            Some(Err(e)) => return Err(Failure::Lost(e.to_status())),
+            Some(Err(e)) => return Err(frame_failure(e)),
             None => return Err(Failure::Lost(Status::unavailable("the server closed the stream without a trailer"))),
         }
     }
@@ -190,7 +199,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     let (md, _, msg) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::NotSent)?;
+        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
         let (mut send, frames) = start(stream, desc, md, timeout, opts).await?;
         send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
         send.finish();
@@ -209,7 +218,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     let timeout = deadline::effective(&md, opts.timeout);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::NotSent)?;
+        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
         let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
         send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
         send.finish();

@@ -86,6 +86,11 @@ impl Connector {
         Self { inner: Arc::new(Inner { endpoint, connect_timeout: timeout, peers: Mutex::default() }) }
     }
 
+    /// A connector with the connect timeout of `[transport.iroh]`.
+    pub fn from_config(endpoint: Endpoint, config: &crate::config::IrohConfig) -> Self {
+        Self::with_connect_timeout(endpoint, config.connect_timeout())
+    }
+
     /// The local endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint

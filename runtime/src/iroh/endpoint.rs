@@ -103,7 +103,7 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, crate::Er
         Ok(text) => {
             let text = text.trim();
             let mut bytes = [0u8; 32];
-            if text.len() != 64 {
+            if text.len() != 64 || !text.is_ascii() {
                 return Err(err(format!("expected 64 hex digits, found {} characters", text.len())));
             }
             for (i, b) in bytes.iter_mut().enumerate() {

@@ -67,7 +67,7 @@ pub(crate) fn ok_trailer() -> Trailer {
     Trailer { code: 0, message: String::new(), details: Default::default(), metadata: vec![] }
 }
 
-/// The status a trailer carries; `Err` when the trailer itself is malformed.
+/// The status a trailer carries (an `INTERNAL` status when its metadata is malformed).
 pub(crate) fn status_from_trailer(t: Trailer) -> Status {
     let metadata = match metadata_wire::from_wire(t.metadata) {
         Ok(m) => m,
