@@ -70,8 +70,13 @@ enum Outcome {
     Deadline,
 }
 
+/// Reads the single request message of a unary or server-streaming call. A peer that sends a header
+/// and then nothing is cut off after [`HEADER_TIMEOUT`], so it cannot hold a handler slot for ever.
 async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec) -> Result<T, Status> {
-    match frames.next().await {
+    let next = tokio::time::timeout(HEADER_TIMEOUT, frames.next())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
+    match next {
         Some(Ok(Frame { kind: FrameKind::Message, body })) => codec.decode(&body),
         Some(Ok(Frame { kind, .. })) => Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))),
         Some(Err(e)) => Err(e.to_status()),
