@@ -143,6 +143,18 @@ impl Dual {
         let started = Instant::now();
         let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
         let result = call.instrument(span).await;
+        self.judge(desc, started, result, fallback, retry_lost)
+    }
+
+    /// Records an Iroh outcome (metrics, breaker, adaptive estimate) and decides what happens next.
+    fn judge<T>(
+        &self,
+        desc: &'static MethodDesc,
+        started: Instant,
+        result: Result<T, Failure>,
+        fallback: bool,
+        retry_lost: bool,
+    ) -> Attempt<T> {
         let (code, transport_ok) = match &result {
             Ok(_) => (tonic::Code::Ok, true),
             Err(Failure::Answered(s)) => (s.code(), true),
@@ -173,7 +185,8 @@ impl Dual {
             Err(Failure::NotSent(s)) => Attempt::Done(Err(s)),
             Err(Failure::Lost(_)) if fallback && retry_lost => Attempt::FallBack("idempotent_retry"),
             Err(Failure::Lost(s)) => Attempt::Done(Err(Status::unavailable(format!(
-                "the Iroh call failed after its request left, and {} is not idempotent, so it was not retried: {}",
+                "the Iroh call failed after its request left and was not retried ({} is not idempotent, or its \
+                 request was a stream): {}",
                 desc.path,
                 s.message()
             )))),
@@ -231,14 +244,27 @@ impl Dual {
             Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
+        metrics::selected(desc.config_name, Transport::Iroh, reason);
+        let started = Instant::now();
         let timeout = deadline::effective(req.metadata(), opts.timeout);
-        match self.attempt_iroh(desc, reason, fallback, false, iroh_connect(&self.iroh, timeout)).await {
-            Attempt::Done(Ok(stream)) => iroh(stream, req).await.map_err(Failure::into_status),
-            Attempt::Done(Err(status)) => Err(status),
-            Attempt::FallBack(why) => {
-                self.fall_back(desc, why);
-                self.on_grpc(desc, why, grpc(req)).await
+        let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
+        let stream = match iroh_connect(&self.iroh, timeout).instrument(span.clone()).await {
+            Ok(stream) => stream,
+            Err(failure) => {
+                return match self.judge(desc, started, Err::<(), _>(failure), fallback, false) {
+                    Attempt::FallBack(why) => {
+                        self.fall_back(desc, why);
+                        self.on_grpc(desc, why, grpc(req)).await
+                    }
+                    Attempt::Done(result) => Err(result.expect_err("judged a failure")),
+                };
             }
+        };
+        // The request stream is consumed from here on: the call is judged as a whole, with no fallback.
+        let result = iroh(stream, req).instrument(span).await;
+        match self.judge(desc, started, result, false, false) {
+            Attempt::Done(result) => result,
+            Attempt::FallBack(_) => unreachable!("no fallback once the request stream is consumed"),
         }
     }
 
