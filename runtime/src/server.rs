@@ -66,6 +66,7 @@ pub struct Server {
     /// Bind the endpoint from this config at `serve` if none was given.
     iroh_config: Option<crate::config::IrohConfig>,
     legacy: Vec<(Vec<u8>, tonic::service::Routes)>,
+    access: crate::iroh::AccessControl,
     services: Vec<Box<dyn Service>>,
     limits: Limits,
     grace: Duration,
@@ -86,6 +87,7 @@ impl Server {
             iroh: None,
             iroh_config: None,
             legacy: vec![],
+            access: Default::default(),
             services: vec![],
             limits: Limits::default(),
             grace: DEFAULT_SHUTDOWN_GRACE,
@@ -105,6 +107,7 @@ impl Server {
         }
         if config.mode != crate::Mode::Grpc {
             server.iroh_config = Some(config.iroh.clone());
+            server = server.iroh_allowlist(config.iroh.allowed_peer_ids()?);
         }
         Ok(server)
     }
@@ -159,6 +162,23 @@ impl Server {
     /// [`crate::legacy::channel`] and tonic's own clients. Needs an Iroh endpoint.
     pub fn legacy(mut self, alpn: impl Into<Vec<u8>>, routes: tonic::service::Routes) -> Self {
         self.legacy.push((alpn.into(), routes));
+        self
+    }
+
+    /// Lets only these Iroh endpoints connect (their ids are their public keys, proven by the QUIC
+    /// handshake); any other peer's connection is closed before it can make a call. Empty: everyone.
+    pub fn iroh_allowlist(mut self, peers: impl IntoIterator<Item = iroh::EndpointId>) -> Self {
+        self.access.allowed = Arc::new(peers.into_iter().collect());
+        self
+    }
+
+    /// Decides per Iroh call (peer, service, method) whether it may run; a refused call is answered
+    /// `PERMISSION_DENIED` and its handler never runs.
+    pub fn iroh_access(
+        mut self,
+        hook: impl Fn(&crate::iroh::AccessRequest<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.access.hook = Some(Arc::new(hook));
         self
     }
 
@@ -218,6 +238,7 @@ impl Server {
             iroh_services,
             limits: self.limits,
             max_concurrent_calls: self.max_concurrent_calls,
+            access: self.access,
             tracker,
             grace: self.grace,
             legacy: self
@@ -242,6 +263,7 @@ pub struct ServerHandle {
     iroh_services: Vec<Arc<dyn IrohService>>,
     limits: Limits,
     max_concurrent_calls: u32,
+    access: crate::iroh::AccessControl,
     tracker: TaskTracker,
     grace: Duration,
     legacy: Vec<(Vec<u8>, crate::legacy::LegacyProtocol)>,
@@ -280,8 +302,13 @@ impl ServerHandle {
     /// Serves the Iroh side on `endpoint` (after [`ServerHandle::stop_iroh`], say, with an endpoint
     /// bound to the same key and port so peers find it again). Replaces any Iroh side running.
     pub fn start_iroh(&mut self, endpoint: Endpoint) {
-        let protocol =
-            DuetProtocol::new(self.iroh_services.clone(), self.limits, self.tracker.clone(), self.max_concurrent_calls);
+        let protocol = DuetProtocol::new(
+            self.iroh_services.clone(),
+            self.limits,
+            self.tracker.clone(),
+            self.max_concurrent_calls,
+            self.access.clone(),
+        );
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {
             router = router.accept(alpn.clone(), legacy.clone());

@@ -114,6 +114,8 @@ pub struct IrohConfig {
     pub address_lookup: bool,
     /// Time allowed for a QUIC connect before the call falls back or fails, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// Endpoint ids (64 hex digits) allowed to connect; empty allows every peer.
+    pub allowed_peers: Vec<String>,
 }
 
 impl Default for IrohConfig {
@@ -126,6 +128,7 @@ impl Default for IrohConfig {
             secret_key_file: None,
             address_lookup: false,
             connect_timeout_ms: 5_000,
+            allowed_peers: vec![],
         }
     }
 }
@@ -134,6 +137,21 @@ impl IrohConfig {
     /// The relay URL, unless relays are off.
     pub fn relay_url(&self) -> Option<&str> {
         self.home_relay.as_deref().filter(|r| !r.is_empty() && *r != "disabled")
+    }
+
+    /// The allowlist as endpoint ids.
+    pub fn allowed_peer_ids(&self) -> Result<Vec<iroh::EndpointId>, ConfigError> {
+        self.allowed_peers
+            .iter()
+            .map(|p| {
+                p.parse().map_err(|e| {
+                    ConfigError::new(
+                        "transport.iroh.allowed_peers",
+                        format!("{p:?} is not an endpoint id ({e}); give the 64 hex digits a node prints"),
+                    )
+                })
+            })
+            .collect()
     }
 
     /// The connect timeout.

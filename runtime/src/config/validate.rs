@@ -86,6 +86,7 @@ impl TransportConfig {
                 format!("{relay:?} is not a URL; give one like \"https://relay.example.org\", or \"disabled\""),
             ));
         }
+        self.iroh.allowed_peer_ids()?;
         if self.iroh.connect_timeout_ms == 0 {
             return Err(ConfigError::new("transport.iroh.connect_timeout_ms", "must be positive (default 5000)"));
         }

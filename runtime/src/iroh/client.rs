@@ -190,6 +190,22 @@ async fn pump<Req: Message>(
     Ok(())
 }
 
+/// Sends the one request message and FIN. If the write fails, the message did not leave whole, so no
+/// handler can have run (it needs the whole message): the server's early answer (a schema mismatch,
+/// say), if it sent one, is the result; otherwise the call is `NotSent` and may go elsewhere.
+async fn send_request(send: &mut FrameSender, body: bytes::Bytes, frames: &mut Frames) -> Result<(), Failure> {
+    match send.frame(FrameKind::Message, body).await {
+        Ok(()) => {
+            send.finish();
+            Ok(())
+        }
+        Err(status) => match read_head(frames).await {
+            Ok(Head::TrailersOnly(answer)) => Err(Failure::Answered(answer)),
+            _ => Err(Failure::NotSent(status)),
+        },
+    }
+}
+
 pub(crate) async fn unary<Req: Message, Resp: Message>(
     stream: (SendStream, RecvStream),
     req: Request<Req>,
@@ -200,9 +216,8 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
         let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
-        let (mut send, frames) = start(stream, desc, md, timeout, opts).await?;
-        send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
-        send.finish();
+        let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
+        send_request(&mut send, body, &mut frames).await?;
         read_single(frames, desc.codec).await
     })
     .await
@@ -220,8 +235,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     within(timeout, async {
         let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
         let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
-        send.frame(FrameKind::Message, body).await.map_err(Failure::Lost)?;
-        send.finish();
+        send_request(&mut send, body, &mut frames).await?;
         let head = read_head(&mut frames).await?;
         streaming_response(head, frames, desc.codec, deadline, None)
     })

@@ -17,7 +17,7 @@ pub mod wire;
 pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};
 pub use connector::{ConnectionState, Connector};
 pub(crate) use server::DuetProtocol;
-pub use server::{IrohService, ServerCall};
+pub use server::{AccessControl, AccessHook, AccessRequest, IrohService, NOT_ALLOWED, ServerCall};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

@@ -28,6 +28,43 @@ use crate::method::MethodDesc;
 use crate::peer::IrohPeer;
 use crate::{BoxStream, Request, Response, Status, Streaming, Trailers, deadline, metadata_wire};
 
+/// What an access hook sees of one call: who, and what it asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    /// The caller: its endpoint id is its public key, proven by the QUIC handshake.
+    pub peer: EndpointId,
+    /// The fully qualified service, `pkg.Service`.
+    pub service: &'a str,
+    /// The method's proto name.
+    pub method: &'a str,
+}
+
+/// Decides per call whether a peer may make it; `false` answers `PERMISSION_DENIED` and the handler never
+/// runs.
+pub type AccessHook = Arc<dyn Fn(&AccessRequest<'_>) -> bool + Send + Sync>;
+
+/// Who may call over Iroh: an allowlist of endpoint ids checked when a connection arrives (others are
+/// refused before any call), and a hook checked per call.
+#[derive(Clone, Default)]
+pub struct AccessControl {
+    /// Endpoint ids allowed to connect; empty allows every peer.
+    pub allowed: Arc<std::collections::HashSet<EndpointId>>,
+    /// A per-call decision, after the allowlist.
+    pub hook: Option<AccessHook>,
+}
+
+impl fmt::Debug for AccessControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessControl")
+            .field("allowed", &self.allowed.len())
+            .field("hook", &self.hook.is_some())
+            .finish()
+    }
+}
+
+/// Application close code sent to a peer that is not on the allowlist.
+pub const NOT_ALLOWED: u32 = 0x403;
+
 /// How long a new stream may take to deliver its request header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -285,6 +322,7 @@ pub(crate) struct Registry {
     tracker: TaskTracker,
     max_concurrent_calls: u32,
     draining: AtomicBool,
+    access: AccessControl,
 }
 
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
@@ -306,10 +344,11 @@ impl DuetProtocol {
         limits: Limits,
         tracker: TaskTracker,
         max_concurrent_calls: u32,
+        access: AccessControl,
     ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
-        Self { registry: Arc::new(Registry { services, limits, tracker, max_concurrent_calls, draining }) }
+        Self { registry: Arc::new(Registry { services, limits, tracker, max_concurrent_calls, draining, access }) }
     }
 
     /// From now on, new calls are refused with `UNAVAILABLE` while calls in flight finish.
@@ -321,6 +360,12 @@ impl DuetProtocol {
 impl ProtocolHandler for DuetProtocol {
     async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
         let peer = conn.remote_id();
+        let allowed = &self.registry.access.allowed;
+        if !allowed.is_empty() && !allowed.contains(&peer) {
+            tracing::info!(%peer, "refused an Iroh connection from a peer not on the allowlist");
+            conn.close(NOT_ALLOWED.into(), b"this endpoint is not on the server's allowlist");
+            return Ok(());
+        }
         // Calls past the limit wait for a slot: QUIC does not let the client open another stream.
         conn.set_max_concurrent_bi_streams(self.registry.max_concurrent_calls.into());
         while let Ok((send, recv)) = conn.accept_bi().await {
@@ -375,6 +420,13 @@ impl Registry {
             let _ = send.trailer(&trailer_from_status(&status)).await;
             return;
         };
+        if let Some(hook) = &self.access.hook
+            && !hook(&AccessRequest { peer, service: service.name(), method })
+        {
+            let status = Status::permission_denied(format!("peer {peer} may not call {path}"));
+            let _ = send.trailer(&trailer_from_status(&status)).await;
+            return;
+        }
         let call = ServerCall {
             metadata,
             timeout: timeout.map(Duration::from_micros),
