@@ -67,6 +67,7 @@ pub struct Server {
     iroh_config: Option<crate::config::IrohConfig>,
     legacy: Vec<(Vec<u8>, tonic::service::Routes)>,
     access: crate::iroh::AccessControl,
+    header_timeout: Duration,
     services: Vec<Box<dyn Service>>,
     limits: Limits,
     grace: Duration,
@@ -88,6 +89,7 @@ impl Server {
             iroh_config: None,
             legacy: vec![],
             access: Default::default(),
+            header_timeout: crate::iroh::DEFAULT_HEADER_TIMEOUT,
             services: vec![],
             limits: Limits::default(),
             grace: DEFAULT_SHUTDOWN_GRACE,
@@ -148,6 +150,14 @@ impl Server {
     /// refused.
     pub fn max_concurrent_calls_per_connection(mut self, limit: u32) -> Self {
         self.max_concurrent_calls = limit;
+        self
+    }
+
+    /// How long a new Iroh stream may take to send its request header (and a unary call its message)
+    /// before it is answered `DEADLINE_EXCEEDED` and dropped (default 10 s): the guard against peers that
+    /// open streams and trickle bytes.
+    pub fn iroh_header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
         self
     }
 
@@ -239,6 +249,7 @@ impl Server {
             limits: self.limits,
             max_concurrent_calls: self.max_concurrent_calls,
             access: self.access,
+            header_timeout: self.header_timeout,
             tracker,
             grace: self.grace,
             legacy: self
@@ -264,6 +275,7 @@ pub struct ServerHandle {
     limits: Limits,
     max_concurrent_calls: u32,
     access: crate::iroh::AccessControl,
+    header_timeout: Duration,
     tracker: TaskTracker,
     grace: Duration,
     legacy: Vec<(Vec<u8>, crate::legacy::LegacyProtocol)>,
@@ -308,6 +320,7 @@ impl ServerHandle {
             self.tracker.clone(),
             self.max_concurrent_calls,
             self.access.clone(),
+            self.header_timeout,
         );
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {

@@ -17,7 +17,9 @@ pub mod wire;
 pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};
 pub use connector::{ConnectionState, Connector};
 pub(crate) use server::DuetProtocol;
-pub use server::{AccessControl, AccessHook, AccessRequest, IrohService, NOT_ALLOWED, ServerCall};
+pub use server::{
+    AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, IrohService, NOT_ALLOWED, ServerCall,
+};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

@@ -65,8 +65,10 @@ impl fmt::Debug for AccessControl {
 /// Application close code sent to a peer that is not on the allowlist.
 pub const NOT_ALLOWED: u32 = 0x403;
 
-/// How long a new stream may take to deliver its request header.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a new stream may take to deliver its request header (and, for unary and
+/// server-streaming calls, its request message): a peer that opens streams and sends nothing cannot
+/// hold handler slots longer than this.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A service as the Iroh dispatcher sees it. `duet-codegen` implements this for every generated
 /// `<Service>Server`; you rarely implement it by hand.
@@ -88,6 +90,7 @@ pub struct ServerCall {
     send: FrameSender,
     limits: Limits,
     peer: EndpointId,
+    header_timeout: Duration,
 }
 
 impl fmt::Debug for ServerCall {
@@ -108,9 +111,9 @@ enum Outcome {
 }
 
 /// Reads the single request message of a unary or server-streaming call. A peer that sends a header
-/// and then nothing is cut off after [`HEADER_TIMEOUT`], so it cannot hold a handler slot for ever.
-async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec) -> Result<T, Status> {
-    let next = tokio::time::timeout(HEADER_TIMEOUT, frames.next())
+/// and then nothing is cut off after the header timeout, so it cannot hold a handler slot for ever.
+async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Duration) -> Result<T, Status> {
+    let next = tokio::time::timeout(wait, frames.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
     match next {
@@ -130,8 +133,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
+        let wait = self.header_timeout;
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::One)
         })
     }
@@ -144,8 +148,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
     {
+        let wait = self.header_timeout;
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::Many)
         })
     }
@@ -193,7 +198,7 @@ impl ServerCall {
         Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
         Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
     {
-        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer } = self;
+        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer, .. } = self;
         Box::pin(async move {
             if fingerprint != desc.fingerprint {
                 let mut md = MetadataMap::new();
@@ -323,6 +328,7 @@ pub(crate) struct Registry {
     max_concurrent_calls: u32,
     draining: AtomicBool,
     access: AccessControl,
+    header_timeout: Duration,
 }
 
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
@@ -345,10 +351,12 @@ impl DuetProtocol {
         tracker: TaskTracker,
         max_concurrent_calls: u32,
         access: AccessControl,
+        header_timeout: Duration,
     ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
-        Self { registry: Arc::new(Registry { services, limits, tracker, max_concurrent_calls, draining, access }) }
+        let registry = Registry { services, limits, tracker, max_concurrent_calls, draining, access, header_timeout };
+        Self { registry: Arc::new(registry) }
     }
 
     /// From now on, new calls are refused with `UNAVAILABLE` while calls in flight finish.
@@ -391,7 +399,7 @@ impl Registry {
             let _ = send.trailer(&trailer_from_status(&status)).await;
             return;
         }
-        let header = match tokio::time::timeout(HEADER_TIMEOUT, frames.next()).await {
+        let header = match tokio::time::timeout(self.header_timeout, frames.next()).await {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
             Ok(Some(Err(e))) => Err(e.to_status()),
@@ -435,6 +443,7 @@ impl Registry {
             send,
             limits: self.limits,
             peer,
+            header_timeout: self.header_timeout,
         };
         service.call(method, call).await;
     }
