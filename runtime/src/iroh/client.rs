@@ -15,7 +15,7 @@ use tonic::metadata::MetadataMap;
 use super::frame::{Frame, FrameKind};
 use super::recv::{self, AbortOnDrop, Frames, IrohStream, Role};
 use super::send::FrameSender;
-use super::wire::{self, RequestHeader, ResponseHeader, Trailer};
+use super::wire::{self, RequestHeader, ResponseHeader};
 use crate::channel::CallOptions;
 use crate::codec::{Message, WireCodec};
 use crate::method::MethodDesc;
@@ -86,19 +86,10 @@ async fn read_head(frames: &mut Frames) -> Result<Head, Failure> {
                 .map_err(|e| Failure::Answered(Status::internal(format!("malformed response header: {e}"))))?;
             Ok(Head::Headers(metadata_wire::from_wire(header.metadata).map_err(Failure::Answered)?))
         }
-        Some(Ok(Frame { kind: FrameKind::Trailer, body })) => Ok(Head::TrailersOnly(parse_trailer(&body))),
-        Some(Ok(Frame { kind, .. })) => {
-            Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))))
-        }
+        Some(Ok(Frame { kind: FrameKind::Trailer, body })) => Ok(Head::TrailersOnly(super::parse_trailer(&body))),
+        Some(Ok(Frame { kind, .. })) => Err(Failure::Answered(super::unexpected(kind))),
         Some(Err(e)) => Err(frame_failure(e)),
         None => Err(Failure::Lost(Status::unavailable("the server closed the stream without a response"))),
-    }
-}
-
-fn parse_trailer(body: &[u8]) -> Status {
-    match postcard::from_bytes::<Trailer>(body) {
-        Ok(t) => super::status_from_trailer(t),
-        Err(e) => Status::internal(format!("malformed trailer: {e}")),
     }
 }
 
@@ -124,7 +115,7 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
                 msg = Some(codec.decode(&body).map_err(Failure::Answered)?);
             }
             Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
-                let status = parse_trailer(&body);
+                let status = super::parse_trailer(&body);
                 if status.code() != tonic::Code::Ok {
                     return Err(Failure::Answered(status));
                 }
@@ -136,7 +127,7 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
                 return Ok(Response::from_parts(md, msg, response_extensions()));
             }
             Some(Ok(Frame { kind, .. })) => {
-                return Err(Failure::Answered(Status::internal(format!("protocol error: unexpected {kind:?} frame"))));
+                return Err(Failure::Answered(super::unexpected(kind)));
             }
             Some(Err(e)) => return Err(frame_failure(e)),
             None => return Err(Failure::Lost(Status::unavailable("the server closed the stream without a trailer"))),

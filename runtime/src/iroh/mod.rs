@@ -69,6 +69,19 @@ pub(crate) fn ok_trailer() -> Trailer {
     Trailer { code: 0, message: String::new(), details: Default::default(), metadata: vec![] }
 }
 
+/// The status a trailer frame's body carries; a body that does not decode is `INTERNAL`.
+pub(crate) fn parse_trailer(body: &[u8]) -> Status {
+    match postcard::from_bytes::<Trailer>(body) {
+        Ok(t) => status_from_trailer(t),
+        Err(e) => Status::internal(format!("malformed trailer: {e}")),
+    }
+}
+
+/// A frame of a kind that has no place where it arrived.
+pub(crate) fn unexpected(kind: frame::FrameKind) -> Status {
+    Status::internal(format!("protocol error: unexpected {kind:?} frame"))
+}
+
 /// The status a trailer carries (an `INTERNAL` status when its metadata is malformed).
 pub(crate) fn status_from_trailer(t: Trailer) -> Status {
     let metadata = match metadata_wire::from_wire(t.metadata) {

@@ -11,7 +11,6 @@ use tokio_util::codec::FramedRead;
 use tonic::metadata::MetadataMap;
 
 use super::frame::{Frame, FrameDecoder, FrameKind};
-use super::wire::Trailer;
 use crate::Status;
 use crate::codec::{Message, WireCodec};
 
@@ -67,10 +66,7 @@ impl<T> IrohStream<T> {
             }
             (FrameKind::Trailer, Role::Client) => {
                 self.done = true;
-                let status = match postcard::from_bytes::<Trailer>(&frame.body) {
-                    Ok(t) => super::status_from_trailer(t),
-                    Err(e) => Status::internal(format!("malformed trailer: {e}")),
-                };
+                let status = super::parse_trailer(&frame.body);
                 if status.code() == tonic::Code::Ok {
                     self.trailers = Some(status.metadata().clone());
                     None
@@ -80,7 +76,7 @@ impl<T> IrohStream<T> {
             }
             (kind, _) => {
                 self.done = true;
-                Some(Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))))
+                Some(Err(super::unexpected(kind)))
             }
         }
     }

@@ -118,7 +118,7 @@ async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Durat
         .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
     match next {
         Some(Ok(Frame { kind: FrameKind::Message, body })) => codec.decode(&body),
-        Some(Ok(Frame { kind, .. })) => Err(Status::internal(format!("protocol error: unexpected {kind:?} frame"))),
+        Some(Ok(Frame { kind, .. })) => Err(super::unexpected(kind)),
         Some(Err(e)) => Err(e.to_status()),
         None => Err(Status::internal("Missing request message.")),
     }
