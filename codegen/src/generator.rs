@@ -24,10 +24,7 @@ fn lookup<'a, T>(map: &'a HashMap<String, T>, fq: &str, short: &str) -> Option<&
 
 impl ServiceGenerator for DuetGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
-        let fq = match service.package.as_str() {
-            "" => service.proto_name.clone(),
-            p => format!("{p}.{}", service.proto_name),
-        };
+        let fq = crate::fq_name(&service.package, &service.proto_name);
         let short = service.proto_name.as_str();
         let opts = ServiceOptions {
             iroh: self.iroh_only.as_ref().is_none_or(|names| names.iter().any(|n| n == &fq || n == short)),

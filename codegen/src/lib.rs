@@ -283,16 +283,7 @@ impl Builder {
         let known: Vec<(String, String)> = fds
             .file
             .iter()
-            .flat_map(|f| {
-                f.service.iter().map(move |s| {
-                    let fq = if f.package().is_empty() {
-                        s.name().to_owned()
-                    } else {
-                        format!("{}.{}", f.package(), s.name())
-                    };
-                    (fq, s.name().to_owned())
-                })
-            })
+            .flat_map(|f| f.service.iter().map(move |s| (fq_name(f.package(), s.name()), s.name().to_owned())))
             .collect();
         let named = self.iroh_services.iter().flatten().chain(self.codecs.keys()).chain(self.config_names.keys());
         for name in named {
@@ -306,6 +297,11 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// A service's fully qualified proto name, `pkg.Service` (just `Service` without a package).
+pub(crate) fn fq_name(package: &str, service: &str) -> String {
+    if package.is_empty() { service.to_owned() } else { format!("{package}.{service}") }
 }
 
 /// A `cargo:rerun-if-changed` line per proto read from disk (protox's bundled well-known types have

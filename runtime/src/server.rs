@@ -356,10 +356,6 @@ impl ServerHandle {
             }
         };
         let _ = tokio::time::timeout(self.grace, async { tokio::join!(grpc, self.tracker.wait()) }).await;
-        if let Some((router, _)) = self.iroh.take()
-            && let Err(e) = router.shutdown().await
-        {
-            tracing::warn!(error = %e, "iroh router did not shut down cleanly");
-        }
+        self.stop_iroh().await;
     }
 }

@@ -77,10 +77,7 @@ impl ServiceModel {
         build_client: bool,
         fingerprint: impl Fn(&str, &str) -> u64,
     ) -> Self {
-        let fq_name = match svc.package.as_str() {
-            "" => svc.proto_name.clone(),
-            p => format!("{p}.{}", svc.proto_name),
-        };
+        let fq_name = crate::fq_name(&svc.package, &svc.proto_name);
         let fq_name = fq_name.as_str();
         let snake = svc.name.to_snake_case();
         let methods = svc

@@ -13,31 +13,34 @@ use tower::{Layer, Service};
 
 use crate::Trailers;
 
-const OUT_OF_RANGE: &str = "11";
-const RESOURCE_EXHAUSTED: &[u8] = b"8";
-/// The start of tonic's size-limit messages, percent-encoded as they travel in `grpc-message`.
-const SIZE_LIMIT_PREFIXES: [&str; 2] =
-    ["Error,%20decoded%20message%20length%20too%20large", "Error,%20encoded%20message%20length%20too%20large"];
+/// The start of tonic's size-limit messages.
+const SIZE_LIMIT_MESSAGES: [&str; 2] =
+    ["Error, decoded message length too large", "Error, encoded message length too large"];
 
+fn is_size_limit(code: tonic::Code, message: &str) -> bool {
+    code == tonic::Code::OutOfRange && SIZE_LIMIT_MESSAGES.iter().any(|p| message.starts_with(p))
+}
+
+/// The same translation on the wire, for the status headers tonic's server writes.
 pub(crate) fn fix_size_limit_code(headers: &mut HeaderMap) {
-    let is_size_error = headers.get("grpc-status").is_some_and(|s| s == OUT_OF_RANGE)
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| SIZE_LIMIT_PREFIXES.iter().any(|p| m.starts_with(p)));
-    if is_size_error {
-        headers.insert("grpc-status", HeaderValue::from_static(std::str::from_utf8(RESOURCE_EXHAUSTED).unwrap()));
+    let code = headers.get("grpc-status").and_then(|s| s.to_str().ok()?.parse::<i32>().ok());
+    let message =
+        headers.get("grpc-message").map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy());
+    if let (Some(code), Some(message)) = (code, message)
+        && is_size_limit(tonic::Code::from_i32(code), &message)
+    {
+        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
     }
 }
 
 /// tonic's client reports size limits as `OUT_OF_RANGE`; duet reports `RESOURCE_EXHAUSTED` on both
 /// transports.
 pub(crate) fn fix_size_limit_status(status: tonic::Status) -> tonic::Status {
-    let msg = status.message();
-    let is_size_error = status.code() == tonic::Code::OutOfRange
-        && (msg.starts_with("Error, decoded message length too large")
-            || msg.starts_with("Error, encoded message length too large"));
-    if is_size_error { tonic::Status::resource_exhausted(msg.to_owned()) } else { status }
+    if is_size_limit(status.code(), status.message()) {
+        tonic::Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
 }
 
 /// The layer duet puts on its gRPC router.
@@ -121,5 +124,28 @@ impl HttpBody for TrailerBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonic_size_errors_on_the_wire_become_resource_exhausted_and_others_stay() {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-status", HeaderValue::from_static("11"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static("Error,%20decoded%20message%20length%20too%20large:%20found"),
+        );
+        fix_size_limit_code(&mut headers);
+        assert_eq!(headers.get("grpc-status").unwrap(), "8");
+
+        let mut other = HeaderMap::new();
+        other.insert("grpc-status", HeaderValue::from_static("11"));
+        other.insert("grpc-message", HeaderValue::from_static("index%20out%20of%20range"));
+        fix_size_limit_code(&mut other);
+        assert_eq!(other.get("grpc-status").unwrap(), "11");
     }
 }
