@@ -16,6 +16,7 @@ mod peer_addr;
 pub mod routing;
 mod server;
 mod streaming;
+pub mod tls;
 mod trailers;
 
 pub mod iroh;

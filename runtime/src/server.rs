@@ -62,6 +62,7 @@ enum GrpcListen {
 /// ```
 pub struct Server {
     grpc: Option<GrpcListen>,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
     iroh: Option<Endpoint>,
     /// Bind the endpoint from this config at `serve` if none was given.
     iroh_config: Option<crate::config::IrohConfig>,
@@ -85,6 +86,7 @@ impl Server {
     pub fn builder() -> Self {
         Self {
             grpc: None,
+            grpc_tls: None,
             iroh: None,
             iroh_config: None,
             legacy: vec![],
@@ -99,13 +101,15 @@ impl Server {
 
     /// A server set up as `[transport]` says: gRPC on `grpc.bind_address` unless the mode is `iroh`,
     /// Iroh (an endpoint bound from `[transport.iroh]` at `serve`, unless you pass one with
-    /// [`Server::iroh`]) unless the mode is `grpc`, and `grpc.max_message_size` as the decoding limit
-    /// on both.
+    /// [`Server::iroh`]) unless the mode is `grpc`, `grpc.max_message_size` as the decoding limit
+    /// on both, TLS on the gRPC port if `grpc.tls_enabled` (the certificate files are read now, and a
+    /// missing or unusable one is an error naming its key), and the Iroh allowlist.
     pub fn from_config(config: &crate::TransportConfig) -> Result<Self, Error> {
         config.validate()?;
         let mut server = Self::builder().max_decoding_message_size(config.grpc.max_message_size);
         if config.mode != crate::Mode::Iroh {
             server = server.grpc(config.grpc.bind_address);
+            server.grpc_tls = config.grpc.server_tls()?;
         }
         if config.mode != crate::Mode::Grpc {
             server.iroh_config = Some(config.iroh.clone());
@@ -124,6 +128,15 @@ impl Server {
     /// Serves gRPC on a listener you bound yourself.
     pub fn grpc_listener(mut self, listener: TcpListener) -> Self {
         self.grpc = Some(GrpcListen::Listener(listener));
+        self
+    }
+
+    /// Serves the gRPC port over TLS (rustls) instead of plaintext HTTP/2; with
+    /// [`ServerTlsConfig::client_ca_root`](crate::tls::ServerTlsConfig::client_ca_root), clients must show a
+    /// certificate signed by that CA (mutual TLS). A plaintext client gets a failed connection, never a
+    /// call. See [`crate::tls`].
+    pub fn grpc_tls(mut self, tls: crate::tls::ServerTlsConfig) -> Self {
+        self.grpc_tls = Some(tls);
         self
     }
 
@@ -230,7 +243,11 @@ impl Server {
             let stop = CancellationToken::new();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             let incoming = crate::grpc::UntilShutdown::new(incoming, stop.clone().cancelled_owned());
-            let router = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = self.grpc_tls.take() {
+                builder = builder.tls_config(tls)?;
+            }
+            let router = builder
                 .max_concurrent_streams(self.max_concurrent_calls)
                 .layer(crate::grpc::DuetGrpcLayer)
                 .add_routes(routes.routes());

@@ -138,7 +138,7 @@ impl<T: Message> Stream for Streaming<T> {
         }
         match &mut this.inner {
             Inner::Grpc(s) => {
-                Pin::new(s).poll_next(cx).map(|i| i.map(|r| r.map_err(crate::grpc::fix_size_limit_status)))
+                Pin::new(s).poll_next(cx).map(|i| i.map(|r| r.map_err(crate::grpc::client_status)))
             }
             Inner::Iroh(s) => Pin::new(s).poll_next(cx),
             Inner::Local(s) => s.as_mut().poll_next(cx),

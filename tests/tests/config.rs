@@ -87,7 +87,10 @@ fn each_mistake_names_its_key_and_the_fix() {
             "[transport]\nmode = \"dual\"\n[transport.iroh]\nenabled = false",
             &["`transport.iroh.enabled`", "needs Iroh"],
         ),
-        ("[transport.grpc]\ntls_enabled = true", &["`transport.grpc.tls_enabled`", "set it to false"]),
+        (
+            "[transport.grpc]\ntls_enabled = true\ntls_cert_path = \"node.crt\"",
+            &["`transport.grpc.tls_key_path`", "is required with tls_cert_path"],
+        ),
         ("[transport.iroh]\nhome_relay = \"not a url\"", &["`transport.iroh.home_relay`", "disabled"]),
         ("[transport]\nmode = \"iroh\"", &["`transport.migration.fallback_to_grpc`", "set it to false"]),
         (

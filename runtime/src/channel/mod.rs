@@ -147,12 +147,18 @@ impl Channel {
         Self { route: Route::Dual(Arc::new(Dual::new(grpc, connector.slot(addr), config))) }
     }
 
-    /// The channel the config asks for, to `peer`: gRPC, Iroh or Dual by `transport.mode`. Connects
-    /// lazily. Fails if the peer lacks an address the mode needs.
+    /// The channel the config asks for, to `peer`: gRPC, Iroh or Dual by `transport.mode`, with TLS to
+    /// the gRPC port if `grpc.tls_enabled` (see [`crate::tls`]). Connects lazily. Fails if the peer
+    /// lacks an address the mode needs, or a TLS file cannot be used.
     pub fn from_config(config: &TransportConfig, connector: &Connector, peer: &PeerAddr) -> Result<Self, Error> {
+        config.validate()?;
         let grpc = || {
-            let uri = peer.grpc_uri().ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
-            Ok::<_, Error>(tonic::transport::Endpoint::from_shared(uri)?.connect_lazy())
+            let addr = peer.grpc.ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
+            let endpoint = match config.grpc.client_tls()? {
+                Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+                None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+            };
+            Ok::<_, Error>(endpoint.connect_lazy())
         };
         let iroh = || peer.iroh.clone().ok_or_else(|| Error::PeerAddr(format!("{peer} has no Iroh address")));
         Ok(match config.mode {

@@ -80,8 +80,22 @@ pub struct GrpcConfig {
     pub bind_address: SocketAddr,
     /// Largest message accepted, on both transports (default 4 MiB, as tonic).
     pub max_message_size: usize,
-    /// TLS on the gRPC port. Not supported yet: `true` is refused by validation.
+    /// TLS (rustls) on the gRPC port, and `https` when calling peers' gRPC ports. Needs
+    /// `tls_cert_path` and `tls_key_path`; see [`crate::tls`].
     pub tls_enabled: bool,
+    /// PEM certificate chain this node serves on its gRPC port, and presents as its client
+    /// certificate to peers that ask for one (mutual TLS).
+    pub tls_cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_path`.
+    pub tls_key_path: Option<PathBuf>,
+    /// PEM CA certificates trusted for peers' certificates: the servers this node calls and, with
+    /// `tls_client_auth`, the clients that call it. Absent: the Mozilla roots (webpki-roots).
+    pub tls_ca_path: Option<PathBuf>,
+    /// Require every gRPC client to present a certificate signed by `tls_ca_path` (mutual TLS).
+    pub tls_client_auth: bool,
+    /// The name checked in a peer's certificate when calling it (default: the host of the peer's
+    /// gRPC address, an IP, which the certificate must then carry as an IP SAN).
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for GrpcConfig {
@@ -90,6 +104,11 @@ impl Default for GrpcConfig {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             max_message_size: crate::DEFAULT_MAX_DECODING_MESSAGE_SIZE,
             tls_enabled: false,
+            tls_cert_path: None,
+            tls_key_path: None,
+            tls_ca_path: None,
+            tls_client_auth: false,
+            tls_server_name: None,
         }
     }
 }

@@ -53,13 +53,7 @@ impl TransportConfig {
     /// Checks what types alone cannot: contradictions between keys and values out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.migration;
-        if self.grpc.tls_enabled {
-            return Err(ConfigError::new(
-                "transport.grpc.tls_enabled",
-                "TLS on the gRPC port is not supported by this version of duet; set it to false and terminate \
-                 TLS in front of the node, or use Iroh, whose QUIC connections are always encrypted",
-            ));
-        }
+        self.validate_tls()?;
         if self.grpc.max_message_size == 0 {
             return Err(ConfigError::new(
                 "transport.grpc.max_message_size",
@@ -124,6 +118,65 @@ impl TransportConfig {
             return Err(ConfigError::new(
                 "transport.migration.adaptive_probe_every",
                 "must be at least 2: one call in N probes the other transport (default 20)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let g = &self.grpc;
+        if !g.tls_enabled {
+            let set = [
+                ("tls_cert_path", g.tls_cert_path.is_some()),
+                ("tls_key_path", g.tls_key_path.is_some()),
+                ("tls_ca_path", g.tls_ca_path.is_some()),
+                ("tls_client_auth", g.tls_client_auth),
+                ("tls_server_name", g.tls_server_name.is_some()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                // A TLS setting with TLS off is almost always a forgotten switch: refuse rather than
+                // serve plaintext the operator did not mean to.
+                return Err(ConfigError::new(
+                    format!("transport.grpc.{key}"),
+                    "is set but transport.grpc.tls_enabled = false; set tls_enabled = true, or remove it",
+                ));
+            }
+            return Ok(());
+        }
+        if self.mode == Mode::Iroh {
+            return Err(ConfigError::new(
+                "transport.grpc.tls_enabled",
+                "is true but transport.mode = \"iroh\" has no gRPC port (Iroh connections are always encrypted); \
+                 set it to false, or mode = \"dual\"",
+            ));
+        }
+        // A client-only node may go without a certificate (the server side checks it has one when it
+        // serves); half an identity is always a mistake.
+        match (&g.tls_cert_path, &g.tls_key_path) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "transport.grpc.tls_key_path",
+                    "is required with tls_cert_path: the PEM private key of that certificate",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "transport.grpc.tls_cert_path",
+                    "is required with tls_key_path: the PEM certificate chain of that key",
+                ));
+            }
+            _ => {}
+        }
+        if g.tls_client_auth && g.tls_ca_path.is_none() {
+            return Err(ConfigError::new(
+                "transport.grpc.tls_client_auth",
+                "is true but tls_ca_path is not set: give the PEM CA that signs client certificates",
+            ));
+        }
+        if g.tls_server_name.as_deref().is_some_and(|n| n.is_empty()) {
+            return Err(ConfigError::new(
+                "transport.grpc.tls_server_name",
+                "is empty: give the name peers' certificates carry, or remove it to check their IP",
             ));
         }
         Ok(())

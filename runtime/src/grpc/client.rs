@@ -34,17 +34,44 @@ fn prepare<T>(mut req: Request<T>, desc: &MethodDesc, opts: &CallOptions) -> Req
     req
 }
 
-/// hyper reports a call cut off by a closing connection (after GOAWAY, say) as `CANCELLED`; gRPC calls
-/// that `UNAVAILABLE` (the call may be retried), and so does duet on both transports. A `CANCELLED` sent
-/// by the server carries no transport error and is left alone.
+/// hyper reports a call cut off by a closing connection (after GOAWAY, say) as `CANCELLED`, and one cut
+/// off by a dead peer (reset or broken pipe mid-body) or by a TLS alert as `UNKNOWN`; gRPC calls
+/// them all `UNAVAILABLE` (the call may be retried), and so does duet on both transports. Statuses the
+/// server sent carry no transport error as their source and are left alone.
 fn connection_closed_is_unavailable(status: Status) -> Status {
     use std::error::Error as _;
     let from_transport = status.source().is_some_and(|e| e.is::<tonic::transport::Error>());
-    if status.code() == tonic::Code::Cancelled && from_transport {
+    let connection_lost = || {
+        let mut cause = status.source();
+        while let Some(e) = cause {
+            // h2 keeps the socket's error inside, without exposing it as a source.
+            let io = e.downcast_ref::<std::io::Error>().or_else(|| e.downcast_ref::<h2::Error>()?.get_io());
+            if let Some(io) = io {
+                use std::io::ErrorKind::*;
+                return matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected);
+            }
+            cause = e.source();
+        }
+        false
+    };
+    let lost = match status.code() {
+        tonic::Code::Cancelled => from_transport,
+        // A connection that failed under the call (a TLS alert after the handshake, a reset socket).
+        tonic::Code::Unknown => from_transport || connection_lost(),
+        tonic::Code::Internal => connection_lost(),
+        _ => false,
+    };
+    if lost {
         Status::unavailable(format!("the connection closed before the call completed: {}", status.message()))
     } else {
         status
     }
+}
+
+/// Every status a gRPC call hands the caller, on the call and on its response stream, goes through
+/// here so both transports answer alike.
+pub(crate) fn client_status(status: Status) -> Status {
+    connection_closed_is_unavailable(super::fix_size_limit_status(status))
 }
 
 /// tonic's client fails an oversized request with an HTTP/2 reset (`INTERNAL`); check first, so the
@@ -74,7 +101,7 @@ async fn within<T>(
         Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
         None => fut.await,
     };
-    result.map_err(|s| connection_closed_is_unavailable(super::fix_size_limit_status(s)))
+    result.map_err(client_status)
 }
 
 pub(crate) async fn unary<Req: Message, Resp: Message>(

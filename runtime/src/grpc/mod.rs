@@ -6,6 +6,6 @@ mod incoming;
 mod layer;
 
 pub(crate) use cancel::CancelOnDrop;
-pub(crate) use client::{bidi, client_streaming, server_streaming, unary};
+pub(crate) use client::{bidi, client_status, client_streaming, server_streaming, unary};
 pub(crate) use incoming::UntilShutdown;
 pub(crate) use layer::{DuetGrpcLayer, fix_size_limit_status};
