@@ -137,9 +137,7 @@ impl<T: Message> Stream for Streaming<T> {
             return Poll::Ready(Some(Err(crate::deadline::exceeded())));
         }
         match &mut this.inner {
-            Inner::Grpc(s) => {
-                Pin::new(s).poll_next(cx).map(|i| i.map(|r| r.map_err(crate::grpc::client_status)))
-            }
+            Inner::Grpc(s) => Pin::new(s).poll_next(cx).map(|i| i.map(|r| r.map_err(crate::grpc::client_status))),
             Inner::Iroh(s) => Pin::new(s).poll_next(cx),
             Inner::Local(s) => s.as_mut().poll_next(cx),
         }

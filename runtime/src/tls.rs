@@ -44,9 +44,8 @@ use crate::config::{ConfigError, GrpcConfig};
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| {
-        ConfigError::new(format!("transport.grpc.{key}"), format!("cannot read {}: {e}", path.display()))
-    })
+    std::fs::read(path)
+        .map_err(|e| ConfigError::new(format!("transport.grpc.{key}"), format!("cannot read {}: {e}", path.display())))
 }
 
 fn read_certs(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
@@ -75,9 +74,7 @@ fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
 impl GrpcConfig {
     fn identity(&self) -> Result<Option<Identity>, ConfigError> {
         match (&self.tls_cert_path, &self.tls_key_path) {
-            (Some(cert), Some(key)) => {
-                Ok(Some(Identity::from_pem(read_certs("tls_cert_path", cert)?, read_key(key)?)))
-            }
+            (Some(cert), Some(key)) => Ok(Some(Identity::from_pem(read_certs("tls_cert_path", cert)?, read_key(key)?))),
             _ => Ok(None),
         }
     }

@@ -7,6 +7,7 @@ pub mod harness;
 pub mod interop;
 pub mod plain;
 pub mod services;
+pub mod udp_relay;
 
 /// Every test package, nested by package name.
 pub mod pb {

@@ -66,8 +66,10 @@ async fn a_killed_server_ends_calls_by_their_deadline_and_is_reached_again_after
         ("iroh", Channel::iroh(&connector, iroh_addr.clone())),
         ("dual", Channel::from_config(&dual.transport, &connector, &peer).unwrap()),
     ];
-    let clients: Vec<_> =
-        channels.iter().map(|(name, ch)| (*name, KindsClient::new(ch.clone()).with_default_timeout(DEADLINE))).collect();
+    let clients: Vec<_> = channels
+        .iter()
+        .map(|(name, ch)| (*name, KindsClient::new(ch.clone()).with_default_timeout(DEADLINE)))
+        .collect();
 
     // A bidi stream on each transport, one reply in: the server is mid-call when it dies.
     let mut streams = vec![];

@@ -228,7 +228,9 @@ fn bad_tls_settings_name_the_key_and_the_fix() {
         (pki.config(None, Some(&key), ""), "`transport.grpc.tls_cert_path`: is required with tls_key_path"),
         (pki.config(Some(&crt), None, ""), "`transport.grpc.tls_key_path`: is required with tls_cert_path"),
         (
-            Config::from_toml("[transport.grpc]\ntls_enabled = true\ntls_cert_path = \"a\"\ntls_key_path = \"b\"\ntls_client_auth = true"),
+            Config::from_toml(
+                "[transport.grpc]\ntls_enabled = true\ntls_cert_path = \"a\"\ntls_key_path = \"b\"\ntls_client_auth = true",
+            ),
             "`transport.grpc.tls_client_auth`: is true but tls_ca_path is not set",
         ),
         (
@@ -236,7 +238,9 @@ fn bad_tls_settings_name_the_key_and_the_fix() {
             "`transport.grpc.tls_cert_path`: is set but transport.grpc.tls_enabled = false",
         ),
         (
-            Config::from_toml("[transport]\nmode = \"iroh\"\n[transport.grpc]\ntls_enabled = true\n[transport.migration]\nfallback_to_grpc = false"),
+            Config::from_toml(
+                "[transport]\nmode = \"iroh\"\n[transport.grpc]\ntls_enabled = true\n[transport.migration]\nfallback_to_grpc = false",
+            ),
             "`transport.grpc.tls_enabled`: is true but transport.mode = \"iroh\"",
         ),
     ] {
@@ -250,7 +254,10 @@ fn bad_tls_settings_name_the_key_and_the_fix() {
         (pki.config(Some(&missing), Some(&key), ""), "`transport.grpc.tls_cert_path`: cannot read"),
         (pki.config(Some(&not_pem), Some(&key), ""), "`transport.grpc.tls_cert_path`: "),
         (pki.config(Some(&crt), Some(&not_pem), ""), "`transport.grpc.tls_key_path`: "),
-        (pki.config(Some(&crt), Some(&other_key), ""), "`transport.grpc.tls_key_path`: cannot be used with tls_cert_path"),
+        (
+            pki.config(Some(&crt), Some(&other_key), ""),
+            "`transport.grpc.tls_key_path`: cannot be used with tls_cert_path",
+        ),
     ] {
         let err = config_error(Server::from_config(&cfg.unwrap().transport));
         assert!(err.contains(expect), "{err}");

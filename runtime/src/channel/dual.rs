@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use tonic::transport::Channel as TonicChannel;
@@ -56,6 +56,18 @@ fn is_schema_mismatch(s: &Status) -> bool {
         && s.metadata().get(SCHEMA_MISMATCH_KEY).is_some_and(|v| v == SCHEMA_MISMATCH_VALUE)
 }
 
+/// Gives a request falling back to gRPC what is left of its deadline, so the call as a whole keeps it.
+fn keep_deadline<T>(req: &mut Request<T>, timeout: Option<Duration>, started: Instant) -> Result<(), Status> {
+    if let Some(t) = timeout {
+        let left = t.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(deadline::exceeded());
+        }
+        req.set_timeout(left);
+    }
+    Ok(())
+}
+
 fn copy<T: Clone>(req: &Request<T>) -> Request<T> {
     let mut c = Request::new(req.get_ref().clone());
     *c.metadata_mut() = req.metadata().clone();
@@ -77,6 +89,27 @@ impl Dual {
 
     pub fn adaptive_choice(&self, service: &str) -> Option<Transport> {
         self.adaptive.lock().expect("adaptive lock").get(service).map(Adaptive::current)
+    }
+
+    /// Connects (or reuses the connection) and opens a stream for a call. When the call may fall back
+    /// and has a deadline, Iroh gets half of it: a peer that cannot be reached (a partition, a dead
+    /// process) leaves the other half to gRPC instead of eating the whole deadline.
+    async fn connect(
+        &self,
+        timeout: Option<Duration>,
+        fallback: bool,
+    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
+        match timeout {
+            Some(t) if fallback => {
+                let budget = t / 2;
+                tokio::time::timeout(budget, iroh_connect(&self.iroh, None)).await.unwrap_or_else(|_| {
+                    Err(Failure::NotSent(Status::unavailable(format!(
+                        "Iroh did not connect within {budget:?}, half the call's deadline"
+                    ))))
+                })
+            }
+            _ => iroh_connect(&self.iroh, timeout).await,
+        }
     }
 
     fn choose(&self, desc: &'static MethodDesc) -> Choice {
@@ -199,6 +232,7 @@ impl Dual {
         &self,
         req: Request<Req>,
         desc: &'static MethodDesc,
+        opts: &CallOptions,
         grpc: G,
         iroh: I,
     ) -> Result<T, Status>
@@ -206,17 +240,24 @@ impl Dual {
         Req: Message,
         G: FnOnce(Request<Req>) -> GF,
         GF: Future<Output = Result<T, Status>>,
-        I: FnOnce(Request<Req>) -> IF,
+        I: FnOnce(Request<Req>, Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure>) -> IF,
         IF: Future<Output = Result<T, Failure>>,
     {
         let (reason, fallback) = match self.choose(desc) {
             Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
+        let started = Instant::now();
+        let timeout = deadline::effective(req.metadata(), opts.timeout);
         let retry = fallback.then(|| copy(&req));
-        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, iroh(req)).await, retry) {
-            (Attempt::FallBack(why), Some(retry)) => {
+        let call = async {
+            let stream = self.connect(timeout, fallback).await;
+            iroh(req, stream).await
+        };
+        match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
+            (Attempt::FallBack(why), Some(mut retry)) => {
                 self.fall_back(desc, why);
+                keep_deadline(&mut retry, timeout, started)?;
                 self.on_grpc(desc, why, grpc(retry)).await
             }
             (Attempt::Done(result), _) => result,
@@ -248,12 +289,14 @@ impl Dual {
         let started = Instant::now();
         let timeout = deadline::effective(req.metadata(), opts.timeout);
         let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
-        let stream = match iroh_connect(&self.iroh, timeout).instrument(span.clone()).await {
+        let stream = match self.connect(timeout, fallback).instrument(span.clone()).await {
             Ok(stream) => stream,
             Err(failure) => {
                 return match self.judge(desc, started, Err::<(), _>(failure), fallback, false) {
                     Attempt::FallBack(why) => {
                         self.fall_back(desc, why);
+                        let mut req = req;
+                        keep_deadline(&mut req, timeout, started)?;
                         self.on_grpc(desc, why, grpc(req)).await
                     }
                     Attempt::Done(result) => Err(result.expect_err("judged a failure")),
@@ -275,11 +318,8 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
         let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts);
-        let iroh = |r: Request<Req>| async move {
-            let timeout = deadline::effective(r.metadata(), opts.timeout);
-            crate::iroh::unary(iroh_connect(&self.iroh, timeout).await?, r, desc, opts).await
-        };
-        self.replayable(req, desc, grpc, iroh).await
+        let iroh = |r, stream: Result<_, Failure>| async move { crate::iroh::unary(stream?, r, desc, opts).await };
+        self.replayable(req, desc, opts, grpc, iroh).await
     }
 
     pub async fn server_streaming<Req: Message, Resp: Message>(
@@ -289,11 +329,9 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts);
-        let iroh = |r: Request<Req>| async move {
-            let timeout = deadline::effective(r.metadata(), opts.timeout);
-            crate::iroh::server_streaming(iroh_connect(&self.iroh, timeout).await?, r, desc, opts).await
-        };
-        self.replayable(req, desc, grpc, iroh).await
+        let iroh =
+            |r, stream: Result<_, Failure>| async move { crate::iroh::server_streaming(stream?, r, desc, opts).await };
+        self.replayable(req, desc, opts, grpc, iroh).await
     }
 
     pub async fn client_streaming<S, Req, Resp>(

@@ -48,7 +48,10 @@ fn connection_closed_is_unavailable(status: Status) -> Status {
             let io = e.downcast_ref::<std::io::Error>().or_else(|| e.downcast_ref::<h2::Error>()?.get_io());
             if let Some(io) = io {
                 use std::io::ErrorKind::*;
-                return matches!(io.kind(), BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected);
+                return matches!(
+                    io.kind(),
+                    BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected
+                );
             }
             cause = e.source();
         }

@@ -14,16 +14,28 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Connection receive window: room for many streams in flight at once.
 pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 
+/// How long a connection may go without hearing from the peer before it is declared dead. A peer
+/// process that dies sends no goodbye over UDP, and a restarted one cannot reset the old connection,
+/// so until this passes every call on it waits out its deadline: QUIC's usual 30 s is too long for a
+/// cluster whose calls fall back or fail over. With keep-alives every [`KEEP_ALIVE`], four in a
+/// row must be lost before a live connection is dropped.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of keep-alive packets on an idle connection.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
+
 /// The QUIC transport settings duet uses: a connection window for many concurrent streams, a stream
 /// window as large as the QUIC stack allows safely, room for 1024 concurrent calls per connection,
-/// and keep-alives so idle peer connections survive NAT timeouts.
+/// keep-alives so idle peer connections survive NAT timeouts, and an idle timeout that finds dead
+/// peers in [`IDLE_TIMEOUT`].
 pub fn transport_config() -> QuicTransportConfig {
+    let idle = IDLE_TIMEOUT.try_into().expect("10 s is a valid QUIC idle timeout");
     QuicTransportConfig::builder()
+        .max_idle_timeout(Some(idle))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
         .send_window(u64::from(RECEIVE_WINDOW))
         .max_concurrent_bidi_streams(VarInt::from_u32(1024))
-        .keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_interval(KEEP_ALIVE)
         .build()
 }
 

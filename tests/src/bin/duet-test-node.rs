@@ -25,7 +25,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .secret_key(key)
         .bind()
         .await?;
-    let server = Server::builder().grpc(grpc).iroh(ep).add_service(KindsServer::new(KindsImpl::default())).serve().await?;
+    let server =
+        Server::builder().grpc(grpc).iroh(ep).add_service(KindsServer::new(KindsImpl::default())).serve().await?;
     let mut out = std::io::stdout();
     writeln!(out, "READY {}", server.peer_addr())?;
     out.flush()?;
