@@ -141,3 +141,51 @@ fn check_config_shows_each_services_route() {
     assert!(line("vm ").contains("grpc") && line("vm ").contains("not in prefer_iroh_for"), "{table}");
     assert!(line("raft").contains("always_grpc"), "{table}");
 }
+
+mod mutated {
+    //! Random mistakes in a config file: any table, any known or misspelt key, any value of any type.
+    //! Each file loads, or is refused with an error that names a `transport.` key or shows the line;
+    //! none panics.
+
+    use duet::Config;
+    use proptest::prelude::*;
+
+    const TABLES: &[&str] = &["transport", "transport.grpc", "transport.iroh", "transport.migration", "other"];
+    const KEYS: &[&str] = &[
+        "mode", "bind_address", "max_message_size", "tls_enabled", "tls_cert_path", "tls_key_path", "tls_ca_path",
+        "tls_client_auth", "tls_server_name", "enabled", "home_relay", "discovery_port", "bind_ip",
+        "secret_key_file", "address_lookup", "connect_timeout_ms", "allowed_peers", "prefer_iroh_for",
+        "raft_transport", "raft_service", "adaptive_for", "fallback_to_grpc", "breaker_failures",
+        "breaker_cooldown_ms", "adaptive_probe_every", "modee", "tls",
+    ];
+    const VALUES: &[&str] = &[
+        "\"grpc\"", "\"iroh\"", "\"dual\"", "\"adaptive\"", "\"always_iroh\"", "true", "false", "0", "1", "-1",
+        "4294967296", "18446744073709551616", "\"0.0.0.0:7001\"", "\"127.0.0.1\"", "\"not an address\"",
+        "\"https://relay.example.org\"", "\"disabled\"", "\"\"", "[]", "[\"health\"]", "[\"\"]", "[1, 2]",
+        "{ a = 1 }", "1.5", "\"/nonexistent/file\"", "\"é\\u0000\"",
+    ];
+
+    fn line() -> impl Strategy<Value = (usize, usize, usize)> {
+        (0..TABLES.len(), 0..KEYS.len(), 0..VALUES.len())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn every_mistake_is_an_error_that_says_where(lines in proptest::collection::vec(line(), 0..8)) {
+            let mut text = String::new();
+            for (t, k, v) in lines {
+                text += &format!("[{}]\n{} = {}\n", TABLES[t], KEYS[k], VALUES[v]);
+            }
+            match Config::from_toml(&text) {
+                Ok(cfg) => prop_assert!(cfg.transport.validate().is_ok()),
+                Err(e) => {
+                    let msg = e.to_string();
+                    prop_assert!(msg.starts_with("invalid transport config: "), "{msg}");
+                    let located = e.key().starts_with("transport.") || msg.contains("line ") || msg.contains('|');
+                    prop_assert!(located, "the error names the key or shows the line: {msg}");
+                }
+            }
+        }
+    }
+}

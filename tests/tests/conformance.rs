@@ -42,8 +42,9 @@ fn size_of(r: &StreamingOutputCallResponse) -> usize {
 }
 
 /// Waits (bounded) until the server has seen `n` cancellations.
+/// Polls for up to 10 s: a bound on a hang, generous because CI machines are shared and slow.
 async fn server_saw_cancellations(service: &TestServiceImpl, n: usize) -> bool {
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if service.cancelled.load(Ordering::SeqCst) >= n {
             return true;
         }
