@@ -53,6 +53,17 @@ async fn server_saw_cancellations(service: &TestServiceImpl, n: usize) -> bool {
     false
 }
 
+/// Polls for up to 10 s until every handler that started has been dropped unfinished.
+async fn every_started_handler_was_cancelled(service: &TestServiceImpl) -> bool {
+    for _ in 0..1000 {
+        if service.cancelled.load(Ordering::SeqCst) == service.started.load(Ordering::SeqCst) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn empty_unary() {
     let (running, _) = server().await;
@@ -249,7 +260,7 @@ async fn unimplemented_service() {
 #[tokio::test]
 async fn timeout_on_sleeping_server() {
     let (running, service) = server().await;
-    for (i, t) in VIAS.into_iter().enumerate() {
+    for t in VIAS {
         let mut client = TestServiceClient::new(running.via(t));
         // The server would sleep 10 s before answering; the call allows 50 ms.
         let slow = StreamingOutputCallRequest {
@@ -272,8 +283,9 @@ async fn timeout_on_sleeping_server() {
             Err(status) => Err(status),
         };
         assert_eq!(result.unwrap_err().code(), Code::DeadlineExceeded, "{t}");
-        // The server stopped both handlers.
-        assert!(server_saw_cancellations(&service, 2 * (i + 1)).await, "{t}");
+        // The server stopped every handler that started (on a loaded machine a 50 ms deadline can pass
+        // before a request even reaches the server, which then has nothing to stop).
+        assert!(every_started_handler_was_cancelled(&service).await, "{t}");
     }
     running.stop().await;
 }
