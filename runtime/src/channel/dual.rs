@@ -56,7 +56,8 @@ fn is_schema_mismatch(s: &Status) -> bool {
         && s.metadata().get(SCHEMA_MISMATCH_KEY).is_some_and(|v| v == SCHEMA_MISMATCH_VALUE)
 }
 
-/// Gives a request falling back to gRPC what is left of its deadline, so the call as a whole keeps it.
+/// Gives a request what is left of its deadline after connecting or falling back, so the call as a
+/// whole keeps it rather than starting a fresh one at each stage.
 fn keep_deadline<T>(req: &mut Request<T>, timeout: Option<Duration>, started: Instant) -> Result<(), Status> {
     if let Some(t) = timeout {
         let left = t.saturating_sub(started.elapsed());
@@ -252,6 +253,8 @@ impl Dual {
         let retry = fallback.then(|| copy(&req));
         let call = async {
             let stream = self.connect(timeout, fallback).await;
+            let mut req = req;
+            keep_deadline(&mut req, timeout, started).map_err(Failure::Answered)?;
             iroh(req, stream).await
         };
         match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
@@ -304,7 +307,11 @@ impl Dual {
             }
         };
         // The request stream is consumed from here on: the call is judged as a whole, with no fallback.
-        let result = iroh(stream, req).instrument(span).await;
+        let mut req = req;
+        let result = match keep_deadline(&mut req, timeout, started) {
+            Ok(()) => iroh(stream, req).instrument(span).await,
+            Err(status) => Err(Failure::Answered(status)),
+        };
         match self.judge(desc, started, result, false, false) {
             Attempt::Done(result) => result,
             Attempt::FallBack(_) => unreachable!("no fallback once the request stream is consumed"),
