@@ -85,6 +85,9 @@ impl FrameError {
     }
 }
 
+/// The most a decoder reserves ahead of the bytes it has for a frame still arriving.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// A [`Decoder`] for frames, with the message size limit of the side that reads.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -125,13 +128,17 @@ impl Decoder for FrameDecoder {
             FrameKind::Message => self.max_message,
             _ => MAX_HEADER_FRAME,
         };
-        if len > limit as u64 {
+        // A claim this machine cannot even address is too large whatever limit was configured
+        // (`usize::MAX` means "no limit", not "trust any length").
+        let total = usize::try_from(len).ok().filter(|&l| l <= limit).and_then(|l| l.checked_add(prefix + 1));
+        let Some(total) = total else {
             return Err(FrameError::TooLarge { kind, len, limit });
-        }
-        let len = len as usize;
-        let total = prefix + 1 + len;
+        };
+        let len = total - prefix - 1;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // Room for the next stretch only: memory follows the bytes that arrive, not what a peer
+            // claims (with a large limit, a claim alone could otherwise abort the process).
+            src.reserve((total - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         src.advance(prefix + 1);
@@ -195,6 +202,30 @@ mod tests {
         assert!(matches!(err, FrameError::TooLarge { len, .. } if len == 4 << 30));
         assert_eq!(buf.capacity(), cap, "nothing was reserved for the claimed length");
         assert_eq!(err.to_status().code(), tonic::Code::ResourceExhausted);
+    }
+
+    #[test]
+    fn any_claim_with_no_limit_costs_no_more_than_the_reserve_window() {
+        // usize::MAX as the limit: a claim of u64::MAX is still refused, and a claim that passes
+        // (1 TiB) reserves one window, not the claim.
+        let mut dec = FrameDecoder::new(usize::MAX);
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 2][..]);
+        assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { len: u64::MAX, .. })));
+        let mut buf = BytesMut::from(&frame_prefix(FrameKind::Message, 1 << 40)[..]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= buf.len() + RESERVE_AHEAD, "reserved {} bytes", buf.capacity());
+        // A frame whose body arrives in pieces still decodes whole.
+        let body = vec![7u8; 3 * RESERVE_AHEAD + 5];
+        let encoded = encode_frame(FrameKind::Message, &body);
+        let mut buf = BytesMut::new();
+        let mut frame = None;
+        for piece in encoded.chunks(1000) {
+            buf.extend_from_slice(piece);
+            if let Some(f) = dec.decode(&mut buf).unwrap() {
+                frame = Some(f);
+            }
+        }
+        assert_eq!(frame.expect("decoded").body, body);
     }
 
     #[test]
