@@ -2,6 +2,8 @@
 //! client process against a server process.
 
 pub mod contenders;
+pub mod load;
+pub mod load_report;
 pub mod report;
 pub mod services;
 pub mod workloads;
