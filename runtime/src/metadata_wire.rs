@@ -23,7 +23,9 @@ pub struct Entry {
 const RESERVED: [&str; 6] =
     ["te", "content-type", "grpc-message", "grpc-message-type", "grpc-status", "grpc-status-details-bin"];
 
-pub(crate) fn to_wire(map: MetadataMap) -> Vec<Entry> {
+/// Metadata to wire entries, as every Iroh header and trailer frame carries it: names as the map holds
+/// them (lower-case), repeated values each in their own entry, gRPC's reserved headers dropped.
+pub fn to_wire(map: MetadataMap) -> Vec<Entry> {
     let headers = map.into_headers();
     let mut out = Vec::with_capacity(headers.len());
     let mut last: Option<HeaderName> = None;
@@ -45,7 +47,9 @@ pub(crate) fn to_wire(map: MetadataMap) -> Vec<Entry> {
 /// (hyper's default header list is 16 KiB), and `HeaderMap` panics past 24k.
 pub(crate) const MAX_ENTRIES: usize = 1024;
 
-pub(crate) fn from_wire(entries: Vec<Entry>) -> Result<MetadataMap, Status> {
+/// Wire entries to the metadata a handler or caller sees: more than `MAX_ENTRIES` (1024) entries is
+/// `RESOURCE_EXHAUSTED`, a name or value that is not a valid HTTP/2 header is `INTERNAL`.
+pub fn from_wire(entries: Vec<Entry>) -> Result<MetadataMap, Status> {
     if entries.len() > MAX_ENTRIES {
         return Err(Status::resource_exhausted(format!(
             "{} metadata entries in one frame; at most {MAX_ENTRIES} are accepted",

@@ -6,6 +6,8 @@
 
 pub mod endpoint;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod client;
 pub(crate) mod connector;

@@ -384,10 +384,41 @@ impl ProtocolHandler for DuetProtocol {
     }
 }
 
-fn split_path(path: &str) -> Option<(&str, &str)> {
+/// A method path, `/pkg.Service/Method`, split into service and method; `None` for anything else (no
+/// leading slash, an empty part, a slash in the method).
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix('/')?;
     let (service, method) = rest.split_once('/')?;
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+}
+
+/// What the server takes from a call's request header before it looks up the method.
+#[derive(Debug)]
+pub struct CallHeader {
+    /// The method path as sent; [`split_path`] splits it.
+    pub path: String,
+    /// The request metadata, as the handler sees it.
+    pub metadata: MetadataMap,
+    /// The call's relative deadline, if the client set one.
+    pub timeout: Option<Duration>,
+    /// Schema fingerprint of the method the client was built with.
+    pub fingerprint: u64,
+}
+
+/// The server's reading of a request header frame's body: a body that is not a postcard
+/// [`RequestHeader`] is `INVALID_ARGUMENT`, metadata entries that are not valid HTTP/2 headers (or too
+/// many) are `INTERNAL` (or `RESOURCE_EXHAUSTED`), and the timeout in microseconds becomes a
+/// [`Duration`].
+pub fn read_call_header(body: &[u8]) -> Result<CallHeader, Status> {
+    let h = postcard::from_bytes::<RequestHeader>(body)
+        .map_err(|e| Status::invalid_argument(format!("malformed request header: {e}")))?;
+    let metadata = metadata_wire::from_wire(h.metadata)?;
+    Ok(CallHeader {
+        path: h.path,
+        metadata,
+        timeout: h.timeout_micros.map(Duration::from_micros),
+        fingerprint: h.fingerprint,
+    })
 }
 
 impl Registry {
@@ -403,19 +434,12 @@ impl Registry {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
             Ok(Some(Err(e))) => Err(e.to_status()),
-            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => {
-                postcard::from_bytes::<RequestHeader>(&body)
-                    .map_err(|e| Status::invalid_argument(format!("malformed request header: {e}")))
-            }
+            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => read_call_header(&body),
             Ok(Some(Ok(Frame { kind, .. }))) => {
                 Err(Status::internal(format!("protocol error: expected a request header, got a {kind:?} frame")))
             }
         };
-        let call = header.and_then(|h| {
-            let md = metadata_wire::from_wire(h.metadata)?;
-            Ok((h.path, md, h.timeout_micros, h.fingerprint))
-        });
-        let (path, metadata, timeout, fingerprint) = match call {
+        let CallHeader { path, metadata, timeout, fingerprint } = match header {
             Ok(c) => c,
             Err(status) => {
                 let _ = send.trailer(&trailer_from_status(&status)).await;
@@ -437,7 +461,7 @@ impl Registry {
         }
         let call = ServerCall {
             metadata,
-            timeout: timeout.map(Duration::from_micros),
+            timeout,
             fingerprint,
             frames,
             send,
