@@ -109,7 +109,7 @@ impl<T: Message> Streaming<T> {
     /// The trailing metadata, once the stream has ended (reads and drops any messages left).
     pub async fn trailers(&mut self) -> Result<Option<MetadataMap>, Status> {
         if let Inner::Grpc(s) = &mut self.inner {
-            return s.trailers().await;
+            return s.trailers().await.map_err(crate::grpc::client_status);
         }
         while self.next().await.transpose()?.is_some() {}
         Ok(match &mut self.inner {

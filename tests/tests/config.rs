@@ -92,6 +92,7 @@ fn each_mistake_names_its_key_and_the_fix() {
             &["`transport.grpc.tls_key_path`", "is required with tls_cert_path"],
         ),
         ("[transport.iroh]\nhome_relay = \"not a url\"", &["`transport.iroh.home_relay`", "disabled"]),
+        ("[transport.iroh]\nidle_timeout_ms = 100", &["`transport.iroh.idle_timeout_ms`", "between 5000 and 600000"]),
         ("[transport]\nmode = \"iroh\"", &["`transport.migration.fallback_to_grpc`", "set it to false"]),
         (
             "[transport]\nmode = \"grpc\"\n[transport.migration]\nraft_transport = \"adaptive\"",

@@ -135,6 +135,9 @@ pub struct IrohConfig {
     pub connect_timeout_ms: u64,
     /// Endpoint ids (64 hex digits) allowed to connect; empty allows every peer.
     pub allowed_peers: Vec<String>,
+    /// How long a QUIC connection may hear nothing from its peer before it is declared dead, in
+    /// milliseconds (default 15000; see [`crate::iroh::endpoint::IDLE_TIMEOUT`]).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for IrohConfig {
@@ -148,6 +151,7 @@ impl Default for IrohConfig {
             address_lookup: false,
             connect_timeout_ms: 5_000,
             allowed_peers: vec![],
+            idle_timeout_ms: crate::iroh::endpoint::IDLE_TIMEOUT.as_millis() as u64,
         }
     }
 }
@@ -171,6 +175,11 @@ impl IrohConfig {
                 })
             })
             .collect()
+    }
+
+    /// The idle timeout of QUIC connections.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 
     /// The connect timeout.

@@ -81,6 +81,13 @@ impl TransportConfig {
             ));
         }
         self.iroh.allowed_peer_ids()?;
+        if !(5_000..=600_000).contains(&self.iroh.idle_timeout_ms) {
+            return Err(ConfigError::new(
+                "transport.iroh.idle_timeout_ms",
+                "must be between 5000 and 600000: keep-alives go every 2.5 s, and a dead peer should be \
+                 found in minutes at most (default 15000)",
+            ));
+        }
         if self.iroh.connect_timeout_ms == 0 {
             return Err(ConfigError::new("transport.iroh.connect_timeout_ms", "must be positive (default 5000)"));
         }

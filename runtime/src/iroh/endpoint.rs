@@ -14,12 +14,13 @@ pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Connection receive window: room for many streams in flight at once.
 pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// How long a connection may go without hearing from the peer before it is declared dead. A peer
-/// process that dies sends no goodbye over UDP, and a restarted one cannot reset the old connection,
-/// so until this passes every call on it waits out its deadline: QUIC's usual 30 s is too long for a
-/// cluster whose calls fall back or fail over. With keep-alives every [`KEEP_ALIVE`], four in a
-/// row must be lost before a live connection is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may go without hearing from the peer before it is declared dead (default of
+/// `[transport.iroh] idle_timeout_ms`). A peer process that dies sends no goodbye over UDP, and a
+/// restarted one cannot reset the old connection, so until this passes every call on it waits out
+/// its deadline: QUIC's usual 30 s is too long for a cluster whose calls fall back or fail over.
+/// 15 s is iroh's own idle limit for a direct path; peers reached only through a relay may want
+/// 30 s, iroh's limit for relay paths, to ride out a relay restart.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Interval of keep-alive packets on an idle connection.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
 
@@ -28,7 +29,16 @@ pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
 /// keep-alives so idle peer connections survive NAT timeouts, and an idle timeout that finds dead
 /// peers in [`IDLE_TIMEOUT`].
 pub fn transport_config() -> QuicTransportConfig {
-    let idle = IDLE_TIMEOUT.try_into().expect("10 s is a valid QUIC idle timeout");
+    transport_config_with_idle(IDLE_TIMEOUT)
+}
+
+/// [`transport_config`] with another idle timeout (at least 1 s; keep-alives stay every
+/// [`KEEP_ALIVE`], so use a timeout several times as long).
+pub fn transport_config_with_idle(idle_timeout: Duration) -> QuicTransportConfig {
+    let idle = idle_timeout
+        .max(Duration::from_secs(1))
+        .try_into()
+        .unwrap_or_else(|_| IDLE_TIMEOUT.try_into().expect("15 s is a valid QUIC idle timeout"));
     QuicTransportConfig::builder()
         .max_idle_timeout(Some(idle))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
@@ -99,7 +109,7 @@ pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoin
         None => SecretKey::generate(),
     };
     let builder = builder
-        .transport_config(transport_config())
+        .transport_config(transport_config_with_idle(cfg.idle_timeout()))
         .portmapper_config(PortmapperConfig::Disabled)
         .clear_ip_transports()
         .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.discovery_port))
