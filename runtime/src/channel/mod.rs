@@ -291,8 +291,16 @@ where
     Fut: Future<Output = Result<T, Failure>>,
 {
     measured(desc, Transport::Iroh, "channel", async {
+        let started = std::time::Instant::now();
         let stream = iroh_connect(slot, timeout).await.map_err(Failure::into_status)?;
-        call(stream).await.map_err(Failure::into_status)
+        // The time spent connecting counts against the call's deadline, as on gRPC and in Dual.
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t.saturating_sub(started.elapsed()), call(stream))
+                .await
+                .unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded()))),
+            None => call(stream).await,
+        };
+        result.map_err(Failure::into_status)
     })
     .await
 }
