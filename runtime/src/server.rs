@@ -70,6 +70,8 @@ pub struct Server {
     access: crate::iroh::AccessControl,
     header_timeout: Duration,
     services: Vec<Box<dyn Service>>,
+    /// Plain tonic services, served on the gRPC port only.
+    grpc_only: RoutesBuilder,
     limits: Limits,
     grace: Duration,
     max_concurrent_calls: u32,
@@ -93,6 +95,7 @@ impl Server {
             access: Default::default(),
             header_timeout: crate::iroh::DEFAULT_HEADER_TIMEOUT,
             services: vec![],
+            grpc_only: RoutesBuilder::default(),
             limits: Limits::default(),
             grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
@@ -211,6 +214,35 @@ impl Server {
         self
     }
 
+    /// Adds a plain tonic service, one duet did not generate, to the gRPC port only: gRPC server
+    /// reflection, `tonic-health`, or a legacy service not yet moved to duet. (To reach such a
+    /// service over Iroh, see [`Server::legacy`].)
+    ///
+    /// ```no_run
+    /// # fn f(descriptors: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let reflection = tonic_reflection::server::Builder::configure()
+    ///     .register_encoded_file_descriptor_set(descriptors)
+    ///     .build_v1()?;
+    /// let server = duet::Server::builder().grpc("127.0.0.1:0".parse()?).add_grpc_service(reflection);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_grpc_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc_only.add_service(service);
+        self
+    }
+
     /// Binds and starts serving in the background; the handle tells the bound addresses and stops it.
     pub async fn serve(mut self) -> Result<ServerHandle, Error> {
         if !self.legacy.is_empty() && self.iroh.is_none() && self.iroh_config.is_none() {
@@ -236,7 +268,7 @@ impl Server {
                 }
             };
             grpc_addr = Some(listener.local_addr()?);
-            let mut routes = RoutesBuilder::default();
+            let mut routes = std::mem::take(&mut self.grpc_only);
             for s in &self.services {
                 s.add_grpc(&mut routes, &self.limits);
             }

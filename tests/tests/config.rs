@@ -226,7 +226,7 @@ mod mutated {
                 Ok(cfg) => prop_assert!(cfg.transport.validate().is_ok()),
                 Err(e) => {
                     let msg = e.to_string();
-                    prop_assert!(msg.starts_with("invalid transport config: "), "{msg}");
+                    prop_assert!(msg.starts_with("invalid config: "), "{msg}");
                     let located = e.key().starts_with("transport.") || msg.contains("line ") || msg.contains('|');
                     prop_assert!(located, "the error names the key or shows the line: {msg}");
                 }

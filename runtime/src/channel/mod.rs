@@ -147,19 +147,20 @@ impl Channel {
         Self { route: Route::Dual(Arc::new(Dual::new(grpc, connector.slot(addr), config))) }
     }
 
+    /// A gRPC channel to `peer`'s gRPC address with `config`'s `[transport.grpc]` settings (TLS if
+    /// `tls_enabled`), whatever `transport.mode` says: for peers known only by their gRPC address, and
+    /// for nodes without an Iroh endpoint. Connects lazily.
+    pub fn grpc_from_config(config: &TransportConfig, peer: &PeerAddr) -> Result<Self, Error> {
+        config.validate()?;
+        Ok(Self::from_tonic(grpc_endpoint(config, peer)?))
+    }
+
     /// The channel the config asks for, to `peer`: gRPC, Iroh or Dual by `transport.mode`, with TLS to
     /// the gRPC port if `grpc.tls_enabled` (see [`crate::tls`]). Connects lazily. Fails if the peer
     /// lacks an address the mode needs, or a TLS file cannot be used.
     pub fn from_config(config: &TransportConfig, connector: &Connector, peer: &PeerAddr) -> Result<Self, Error> {
         config.validate()?;
-        let grpc = || {
-            let addr = peer.grpc.ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
-            let endpoint = match config.grpc.client_tls()? {
-                Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
-                None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
-            };
-            Ok::<_, Error>(endpoint.connect_lazy())
-        };
+        let grpc = || grpc_endpoint(config, peer);
         let iroh = || peer.iroh.clone().ok_or_else(|| Error::PeerAddr(format!("{peer} has no Iroh address")));
         Ok(match config.mode {
             Mode::Grpc => Self::from_tonic(grpc()?),
@@ -319,4 +320,13 @@ pub(crate) async fn measured<T>(
     let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
     crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
     result
+}
+
+fn grpc_endpoint(config: &TransportConfig, peer: &PeerAddr) -> Result<TonicChannel, Error> {
+    let addr = peer.grpc.ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
+    let endpoint = match config.grpc.client_tls()? {
+        Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+        None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint.connect_lazy())
 }

@@ -14,16 +14,25 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    /// An error about `key` (dotted, as in the file) saying what is wrong and how to fix it; for
+    /// applications that add their own tables next to `[transport]` and want the same errors.
+    ///
+    /// ```
+    /// let e = duet::ConfigError::new("node.id", "must be 1 or more");
+    /// assert_eq!(e.key(), "node.id");
+    /// assert!(e.to_string().contains("`node.id`: must be 1 or more"));
+    /// ```
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self { key: key.into(), message: message.into(), file: None }
     }
 
     /// Wraps a TOML parse or type error (toml already names the key and shows its line).
-    pub(crate) fn from_toml(e: toml::de::Error) -> Self {
+    pub fn from_toml(e: toml::de::Error) -> Self {
         Self::new("", e.to_string().trim_end().to_owned())
     }
 
-    pub(crate) fn in_file(mut self, path: &Path) -> Self {
+    /// The same error, said to be in `path`.
+    pub fn in_file(mut self, path: &Path) -> Self {
         self.file = Some(path.display().to_string());
         self
     }
@@ -40,9 +49,9 @@ impl fmt::Display for ConfigError {
             write!(f, "{file}: ")?;
         }
         if self.key.is_empty() {
-            write!(f, "invalid transport config: {}", self.message)
+            write!(f, "invalid config: {}", self.message)
         } else {
-            write!(f, "invalid transport config: `{}`: {}", self.key, self.message)
+            write!(f, "invalid config: `{}`: {}", self.key, self.message)
         }
     }
 }

@@ -92,6 +92,19 @@ pub fn addr(endpoint: &Endpoint) -> EndpointAddr {
 /// the bind IP and port, and the secret key from `secret_key_file` (created if missing) so the
 /// endpoint id is stable across restarts.
 pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoint, crate::Error> {
+    let key = match &cfg.secret_key_file {
+        Some(path) => load_or_create_key(path)?,
+        None => SecretKey::generate(),
+    };
+    bind_from_config_with_key(cfg, key).await
+}
+
+/// [`bind_from_config`] with a key the caller holds (ignoring `secret_key_file`): for a process that
+/// restarts an endpoint with the id it had, such as a node brought back after a simulated crash.
+pub async fn bind_from_config_with_key(
+    cfg: &crate::config::IrohConfig,
+    key: SecretKey,
+) -> Result<Endpoint, crate::Error> {
     let mut builder = if cfg.address_lookup {
         Endpoint::builder(presets::N0)
     } else {
@@ -103,10 +116,6 @@ pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoin
             builder.relay_mode(RelayMode::Custom(url.into()))
         }
         None => builder.relay_mode(RelayMode::Disabled),
-    };
-    let key = match &cfg.secret_key_file {
-        Some(path) => load_or_create_key(path)?,
-        None => SecretKey::generate(),
     };
     let builder = builder
         .transport_config(transport_config_with_idle(cfg.idle_timeout()))

@@ -1,0 +1,171 @@
+//! A node's config file: a `[node]` table next to duet's `[transport]` table.
+//!
+//! ```toml
+//! [node]
+//! id = 2                      # Raft node id, unique in the cluster, 1 or more
+//! name = "node-2"
+//! join = ["duet:grpc=127.0.0.1:7001"]   # any member's ticket; empty with bootstrap = true
+//!
+//! [transport]
+//! mode = "dual"
+//! # … the rest of duet's [transport] table
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use duet::{ConfigError, PeerAddr, TransportConfig};
+use serde::Deserialize;
+
+/// The embedded defaults: one offline node in Dual mode, phase by phase as the orchestrator migrates
+/// (health, status, monitoring and VM calls on Iroh first, images on gRPC, Raft adaptive).
+pub const DEFAULT_CONFIG: &str = include_str!("../node.toml");
+
+/// Largest image a node accepts by default (1 GiB).
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// The `[node]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Raft node id, unique in the cluster.
+    pub id: u64,
+    /// A name for humans.
+    #[serde(default)]
+    pub name: String,
+    /// Start a new cluster with this node as its only member (ignored once the node has a log).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Tickets (`duet:grpc=…;iroh=…`) of members to join the cluster through.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Serve Prometheus metrics over HTTP here as well as through the `Monitoring` service.
+    #[serde(default)]
+    pub metrics_address: Option<SocketAddr>,
+    /// Largest image this node stores, in bytes.
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: u64,
+    /// Raft heartbeat interval in milliseconds (elections time out after 4–8 heartbeats).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+fn default_max_image_bytes() -> u64 {
+    DEFAULT_MAX_IMAGE_BYTES
+}
+
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+
+/// A whole node config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// duet's `[transport]`.
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+impl NodeConfig {
+    /// Parses and checks a config; every error names its key.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: NodeConfig = toml::from_str(text).map_err(ConfigError::from_toml)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// The embedded defaults with `id` and a matching name, bootstrapping if `id` is 1.
+    pub fn embedded(id: u64) -> Self {
+        let mut config = Self::from_toml(DEFAULT_CONFIG).expect("the embedded config is valid");
+        config.node.id = id;
+        config.node.name = format!("node-{id}");
+        config.node.bootstrap = id == 1;
+        config
+    }
+
+    /// The `join` tickets, parsed.
+    pub fn join_tickets(&self) -> Result<Vec<PeerAddr>, ConfigError> {
+        self.node
+            .join
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                t.parse().map_err(|e| {
+                    ConfigError::new(
+                        format!("node.join[{i}]"),
+                        format!("{e}; give a ticket as a node prints it, such as \"duet:grpc=127.0.0.1:7001\""),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.transport.validate()?;
+        let node = &self.node;
+        if node.id == 0 {
+            return Err(ConfigError::new("node.id", "is 0; Raft node ids start at 1"));
+        }
+        if !node.bootstrap && node.join.is_empty() {
+            return Err(ConfigError::new(
+                "node.join",
+                "is empty and node.bootstrap is false, so the node could never become a member; \
+                 set bootstrap = true on the first node, or list a member's ticket in join",
+            ));
+        }
+        self.join_tickets()?;
+        if node.max_image_bytes == 0 {
+            return Err(ConfigError::new("node.max_image_bytes", "is 0; give the largest image size in bytes"));
+        }
+        if !(10..=10_000).contains(&node.heartbeat_ms) {
+            return Err(ConfigError::new(
+                "node.heartbeat_ms",
+                format!("is {}; give 10 to 10000 milliseconds (default 100)", node.heartbeat_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> ConfigError {
+        NodeConfig::from_toml(text).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn embedded_config_is_valid_offline_dual() {
+        let config = NodeConfig::embedded(2);
+        assert_eq!(config.node.name, "node-2");
+        assert!(!config.node.bootstrap);
+        assert_eq!(config.transport.mode, duet::Mode::Dual);
+        assert_eq!(config.transport.iroh.relay_url(), None);
+    }
+
+    #[test]
+    fn mistakes_name_their_key() {
+        assert_eq!(err("[node]\nid = 0\nbootstrap = true").key(), "node.id");
+        assert_eq!(err("[node]\nid = 2").key(), "node.join");
+        assert_eq!(err("[node]\nid = 2\njoin = [\"duet:grpc=127.0.0.1:1\", \"nope\"]").key(), "node.join[1]");
+        assert_eq!(err("[node]\nid = 1\nbootstrap = true\nheartbeat_ms = 1").key(), "node.heartbeat_ms");
+        assert_eq!(
+            err("[node]\nid = 1\nbootstrap = true\n[transport]\nmode = \"iroh\"\n[transport.iroh]\nenabled = false")
+                .key(),
+            "transport.iroh.enabled"
+        );
+        let typo = err("[node]\nid = 1\nbootstap = true").to_string();
+        assert!(typo.contains("bootstap"), "{typo}");
+    }
+}

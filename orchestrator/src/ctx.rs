@@ -1,0 +1,132 @@
+//! What every service of a node shares: its identity, its Raft handle, its peers and its stores.
+
+use std::sync::{Arc, OnceLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use duet::{Status, Transport};
+use metrics_exporter_prometheus::PrometheusHandle;
+use openraft::error::{ClientWriteError, RaftError};
+
+use crate::backend::VmBackend;
+use crate::calls::CallLog;
+use crate::images::ImageStore;
+use crate::pb::orchestrator::v1::{RaftPayload, RaftServiceClient};
+use crate::peers::Peers;
+use crate::raft::{Member, Raft, StateMachineStore};
+use crate::state::{ClusterState, Command, NodeId, Outcome, RejectKind};
+
+/// Metadata key set on a write a follower forwarded, so the receiver never forwards it again.
+pub const FORWARDED: &str = "x-orchestrator-forwarded";
+
+/// A node's shared context.
+pub struct Ctx {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Name for humans.
+    pub name: String,
+    /// The node's own ticket, known once its server is bound.
+    pub ticket: OnceLock<String>,
+    /// The Raft handle.
+    pub raft: Raft,
+    /// The state machine (for event subscriptions).
+    pub sm: StateMachineStore,
+    /// The replicated state as this node applied it, read directly by the read-only calls.
+    pub shared_state: Arc<std::sync::RwLock<ClusterState>>,
+    /// The peer connector.
+    pub peers: Arc<Peers>,
+    /// Images held here.
+    pub images: ImageStore,
+    /// The hypervisor.
+    pub backend: Arc<dyn VmBackend>,
+    /// Calls this node made to peers.
+    pub calls: CallLog,
+    /// Prometheus recorder, if installed in this process.
+    pub metrics: Option<PrometheusHandle>,
+    /// Serializes membership changes on the leader (openraft takes one at a time).
+    pub join_lock: tokio::sync::Mutex<()>,
+    /// Deadline of calls to peers.
+    pub rpc_timeout: Duration,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// The replicated state as this node has applied it.
+    pub fn state(&self) -> RwLockReadGuard<'_, ClusterState> {
+        self.shared_state.read().expect("state lock")
+    }
+
+    /// The leader this node knows of, with its addresses.
+    pub fn leader(&self) -> Option<(NodeId, Member)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let member = metrics.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    /// Members of the cluster and whether each votes.
+    pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<_> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, m)| (*id, m.clone(), voters.contains(id))).collect()
+    }
+
+    /// Commits `command` through Raft and returns its outcome: directly on the leader; on a follower by
+    /// forwarding it to the leader over the peer connector. `forwarded` is true when this call is itself
+    /// a forward, which is then never passed on again.
+    pub async fn propose(&self, command: Command, forwarded: bool) -> Result<Outcome, Status> {
+        match self.raft.client_write(command.clone()).await {
+            Ok(reply) => Ok(reply.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                let (Some(leader), Some(member)) = (to.leader_id, to.leader_node) else {
+                    return Err(Status::unavailable("no leader elected yet; retry shortly"));
+                };
+                if forwarded {
+                    return Err(Status::unavailable(format!(
+                        "node {} is not the leader (node {leader} is); retry",
+                        self.id
+                    )));
+                }
+                self.forward(leader, &member, &command).await
+            }
+            Err(e) => Err(Status::unavailable(format!("raft write failed: {e}"))),
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<Outcome, Status> {
+        let channel = self.peers.channel(&member.ticket)?;
+        let mut client = RaftServiceClient::new(channel).with_default_timeout(self.rpc_timeout);
+        let payload =
+            postcard::to_allocvec(command).map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
+        let mut request = duet::Request::new(RaftPayload { postcard: payload.into() });
+        request.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
+        let started = Instant::now();
+        let reply = client.propose(request).await;
+        let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+        self.calls.record("4 peer connector", "RaftService/Propose", transport, started.elapsed());
+        let reply =
+            reply.map_err(|s| Status::new(s.code(), format!("forwarding to leader {leader}: {}", s.message())))?;
+        postcard::from_bytes(&reply.into_inner().postcard)
+            .map_err(|e| Status::internal(format!("leader {leader} sent an undecodable outcome: {e}")))
+    }
+}
+
+/// A refused command as the status a client sees.
+pub fn rejected(kind: RejectKind, message: String) -> Status {
+    match kind {
+        RejectKind::NotFound => Status::not_found(message),
+        RejectKind::AlreadyExists => Status::already_exists(message),
+        RejectKind::FailedPrecondition => Status::failed_precondition(message),
+        RejectKind::InvalidArgument => Status::invalid_argument(message),
+    }
+}
+
+/// Whether a request was forwarded by a follower.
+pub fn is_forwarded<T>(request: &duet::Request<T>) -> bool {
+    request.metadata().get(FORWARDED).is_some()
+}

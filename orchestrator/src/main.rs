@@ -1,0 +1,347 @@
+//! `duet-orchestrator`: the flagship example node, its three-node demo, and its client.
+//!
+//! ```text
+//! duet-orchestrator cluster --demo             # three nodes in this process: elect, VM, image, table, exit
+//! duet-orchestrator cluster                    # the same, then stay up for the client until Ctrl-C
+//! duet-orchestrator node --config node-1.toml  # one node per process
+//! duet-orchestrator client --node '<ticket>' status|raft|vms|images|health|metrics|create-vm …
+//! duet-orchestrator check-config node-1.toml
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use duet::PeerAddr;
+use duet_orchestrator::client::{NodeChannel, Via};
+use duet_orchestrator::cluster::Cluster;
+use duet_orchestrator::config::NodeConfig;
+use duet_orchestrator::images::Image;
+use duet_orchestrator::node::{Node, NodeOptions};
+use duet_orchestrator::pb::grpc::health::v1::{HealthCheckRequest, HealthClient};
+use duet_orchestrator::pb::orchestrator::v1::{
+    ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetMetricsRequest, GetRaftStatusRequest,
+    ImageServiceClient, ListImagesRequest, ListVmsRequest, MonitoringClient, PullImageRequest, VmRef, VmServiceClient,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+#[derive(Parser)]
+#[command(version, about = "A microVM orchestrator node whose every service runs on duet over gRPC and Iroh.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a cluster of nodes in this process (Dual mode, offline), elect a leader, create and start
+    /// a VM, move an image between nodes, print the table; then serve until Ctrl-C (or exit: --demo).
+    Cluster {
+        /// Number of nodes (3 or more).
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Exit after the demo instead of serving.
+        #[arg(long)]
+        demo: bool,
+        /// Size of the demo image, MiB.
+        #[arg(long, default_value_t = 8)]
+        image_mib: usize,
+        /// How the demo's client reaches the nodes.
+        #[arg(long, value_enum, default_value = "auto")]
+        transport: Via,
+        /// Transport config for every node (a file with `[node]` and `[transport]`; its `[transport]` is
+        /// used); default: the embedded offline Dual config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run one node until Ctrl-C.
+    Node {
+        /// The node's config (`[node]` and `[transport]`).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Call a node.
+    Client {
+        /// The node's ticket, as it prints it (`duet:grpc=…;iroh=…`; `duet:grpc=127.0.0.1:7001` works too).
+        #[arg(long)]
+        node: PeerAddr,
+        /// The transport: grpc, iroh, or auto (Dual, as the config routes each service).
+        #[arg(long, value_enum, default_value = "auto")]
+        transport: Via,
+        /// Transport settings for the client (its `[transport]` table); default: the embedded config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        call: Call,
+    },
+    /// Check a node config and print what it sets up.
+    CheckConfig {
+        /// The file.
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum Call {
+    /// Cluster members, leader and term.
+    Status,
+    /// The node's Raft view.
+    Raft,
+    /// grpc.health.v1 Check.
+    Health,
+    /// The node's Prometheus metrics.
+    Metrics,
+    /// List VMs.
+    Vms,
+    /// Create a VM.
+    CreateVm {
+        /// Name.
+        name: String,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Memory, MiB.
+        #[arg(long, default_value_t = 256)]
+        memory_mib: u32,
+        /// Image name.
+        #[arg(long, default_value = "")]
+        image: String,
+    },
+    /// Start a VM.
+    StartVm {
+        /// Name.
+        name: String,
+    },
+    /// Stop a VM.
+    StopVm {
+        /// Name.
+        name: String,
+    },
+    /// Delete a VM.
+    DeleteVm {
+        /// Name.
+        name: String,
+    },
+    /// List images and their holders.
+    Images,
+    /// Upload a file as an image.
+    UploadImage {
+        /// Image name.
+        name: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Make the node pull an image from a peer that holds it.
+    PullImage {
+        /// Image name.
+        name: String,
+    },
+}
+
+fn install_metrics(http: Option<SocketAddr>) -> Option<PrometheusHandle> {
+    let builder = PrometheusBuilder::new();
+    match http {
+        None => builder.install_recorder().ok(),
+        Some(addr) => {
+            let (recorder, exporter) = builder.with_http_listener(addr).build().ok()?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            tokio::spawn(exporter);
+            Some(handle)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Cluster { nodes, demo, image_mib, transport, config } => {
+            let base = match &config {
+                Some(path) => NodeConfig::from_file(path)?.transport,
+                None => NodeConfig::embedded(1).transport,
+            };
+            let metrics = install_metrics(None);
+            let started = std::time::Instant::now();
+            let cluster = Cluster::start(nodes, |t| *t = base.clone(), metrics).await?;
+            println!(
+                "{nodes} nodes up in {:.0?} (one process, each node its own gRPC port and Iroh endpoint):",
+                started.elapsed()
+            );
+            for id in cluster.running() {
+                println!("  node {id}: {}", cluster.node(id).ticket());
+            }
+            let report = duet_orchestrator::demo::run(&cluster, &base, transport, image_mib << 20).await;
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    cluster.shutdown().await;
+                    return Err(e.into());
+                }
+            };
+            println!(
+                "leader: node {} (term {}); VM {:?} running on node {}; image {:?} ({} MiB, blake3 {}…) held by nodes {:?}\n",
+                report.leader,
+                report.term,
+                report.vm.name,
+                report.vm.host_node,
+                report.image.name,
+                report.image.size >> 20,
+                &report.image.blake3_hex[..16],
+                report.image.holders
+            );
+            println!("{}", report.table);
+            if !demo {
+                println!(
+                    "serving until Ctrl-C; try: duet-orchestrator client --node '{}' status",
+                    cluster.node(1).ticket()
+                );
+                tokio::signal::ctrl_c().await?;
+            }
+            cluster.shutdown().await;
+            Ok(())
+        }
+        Command::Node { config } => {
+            let config = NodeConfig::from_file(&config)?;
+            let metrics = install_metrics(config.node.metrics_address);
+            let node = Node::start(&config, NodeOptions { metrics, ..NodeOptions::default() }).await?;
+            println!("node {} ({}) up; ticket:\n{}", node.id(), config.node.name, node.ticket());
+            tokio::signal::ctrl_c().await?;
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let config = NodeConfig::from_file(&config)?;
+            let t = &config.transport;
+            println!(
+                "node {} ({}): mode {:?}, gRPC {}, Iroh {}, Raft {:?}, Iroh first for {:?}, bootstrap {}, join {:?}",
+                config.node.id,
+                config.node.name,
+                t.mode,
+                t.grpc.bind_address,
+                if t.mode == duet::Mode::Grpc {
+                    "off".to_owned()
+                } else {
+                    format!("{}:{}", t.iroh.bind_ip, t.iroh.discovery_port)
+                },
+                t.migration.raft_transport,
+                t.migration.prefer_iroh_for,
+                config.node.bootstrap,
+                config.node.join
+            );
+            Ok(())
+        }
+        Command::Client { node, transport, config, call } => {
+            let base = match &config {
+                Some(path) => NodeConfig::from_file(path)?.transport,
+                None => NodeConfig::embedded(1).transport,
+            };
+            let conn = NodeChannel::connect(&node, transport, &base).await?;
+            let result = client_call(&conn, call).await;
+            conn.close().await;
+            result
+        }
+    }
+}
+
+async fn client_call(conn: &NodeChannel, call: Call) -> Result<(), Box<dyn std::error::Error>> {
+    let ch = conn.channel.clone();
+    let t = Duration::from_secs(10);
+    match call {
+        Call::Status => {
+            let r = ClusterStatusClient::new(ch)
+                .with_default_timeout(t)
+                .get_cluster_status(GetClusterStatusRequest {})
+                .await?;
+            let (via, s) = (via(&r), r.into_inner());
+            println!(
+                "answered by node {} over {via}: leader {} term {} applied {}",
+                s.node_id, s.leader_id, s.term, s.commit_index
+            );
+            for m in s.members {
+                println!("  {} {:<8} voter={} leader={} {}", m.id, m.name, m.voter, m.leader, m.ticket);
+            }
+        }
+        Call::Raft => {
+            let r =
+                ClusterStatusClient::new(ch).with_default_timeout(t).get_raft_status(GetRaftStatusRequest {}).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::Health => {
+            let r = HealthClient::new(ch).with_default_timeout(t).check(HealthCheckRequest::default()).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner().status());
+        }
+        Call::Metrics => {
+            let r = MonitoringClient::new(ch).with_default_timeout(t).get_metrics(GetMetricsRequest {}).await?;
+            print!("{}", r.into_inner().prometheus_text);
+        }
+        Call::Vms => {
+            let r = VmServiceClient::new(ch).with_default_timeout(t).list_vms(ListVmsRequest {}).await?;
+            println!("over {}:", via(&r));
+            for vm in r.into_inner().vms {
+                println!(
+                    "  {:<12} {:?} on node {} ({} vCPU, {} MiB, image {:?})",
+                    vm.name,
+                    vm.state(),
+                    vm.host_node,
+                    vm.vcpus,
+                    vm.memory_mib,
+                    vm.image
+                );
+            }
+        }
+        Call::CreateVm { name, vcpus, memory_mib, image } => {
+            let r = VmServiceClient::new(ch)
+                .with_default_timeout(t)
+                .create_vm(CreateVmRequest { name, vcpus, memory_mib, image })
+                .await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::StartVm { name } => {
+            let r = VmServiceClient::new(ch).with_default_timeout(t).start_vm(VmRef { name }).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::StopVm { name } => {
+            let r = VmServiceClient::new(ch).with_default_timeout(t).stop_vm(VmRef { name }).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::DeleteVm { name } => {
+            let r = VmServiceClient::new(ch).with_default_timeout(t).delete_vm(VmRef { name }).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::Images => {
+            let r = ImageServiceClient::new(ch).with_default_timeout(t).list_images(ListImagesRequest {}).await?;
+            println!("over {}:", via(&r));
+            for i in r.into_inner().images {
+                println!("  {:<16} {} bytes blake3 {} holders {:?}", i.name, i.size, i.blake3_hex, i.holders);
+            }
+        }
+        Call::UploadImage { name, file } => {
+            let image = Image::new(name, std::fs::read(&file)?.into());
+            let r = ImageServiceClient::new(ch).with_default_timeout(t * 30).upload_image(image.chunks()).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::PullImage { name } => {
+            let r =
+                ImageServiceClient::new(ch).with_default_timeout(t * 30).pull_image(PullImageRequest { name }).await?;
+            println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+    }
+    Ok(())
+}
+
+/// Which transport answered.
+fn via<T>(response: &duet::Response<T>) -> String {
+    response.extensions().get::<duet::Transport>().map_or_else(|| "?".into(), |t| t.to_string())
+}

@@ -1,0 +1,384 @@
+//! One orchestrator node: its duet server (every service on gRPC and Iroh), its Raft, its peer
+//! connector, and the tasks that tie them together.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use duet::iroh::Connector;
+use duet::{Mode, PeerAddr, Server, ServerHandle, Status, Transport};
+use futures_util::future::BoxFuture;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::{SimBackend, VmBackend};
+use crate::calls::CallLog;
+use crate::config::NodeConfig;
+use crate::ctx::Ctx;
+use crate::images::ImageStore;
+use crate::pb::grpc::health::v1::HealthServer;
+use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
+use crate::pb::orchestrator::v1::{
+    ClusterStatusClient, ClusterStatusServer, ImageServiceServer, JoinClusterRequest, MonitoringServer, RaftPayload,
+    RaftServiceClient, RaftServiceServer, VmServiceServer,
+};
+use crate::raft::{LogStore, Member, Raft, RaftRpc, RaftSender, StateMachineStore};
+use crate::services::{
+    ClusterStatusService, HealthService, ImageServiceImpl, MonitoringService, RaftServiceImpl, VmServiceImpl,
+};
+use crate::state::{NodeId, Outcome};
+
+/// Deadline of a call to a peer (Raft RPCs use openraft's own, shorter, per-RPC deadlines).
+pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The config is unusable.
+    #[error(transparent)]
+    Config(#[from] duet::ConfigError),
+    /// A transport could not be set up.
+    #[error(transparent)]
+    Transport(#[from] duet::Error),
+    /// Raft could not start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// The node could not join the cluster.
+    #[error("joining the cluster through {seeds}: {status}")]
+    Join {
+        /// The tickets tried.
+        seeds: String,
+        /// The last refusal.
+        status: Status,
+    },
+}
+
+/// What survives a node's (simulated) crash: its Raft log and state machine, its images, its Iroh
+/// key and its addresses — the node's disk. Pass it to [`Node::start`] to restart the node.
+#[derive(Debug, Clone)]
+pub struct NodeDisk {
+    /// The Raft log.
+    pub log: LogStore,
+    /// The state machine.
+    pub state_machine: StateMachineStore,
+    /// Images.
+    pub images: ImageStore,
+    /// The gRPC address the node had, bound again on restart so its ticket stays valid.
+    pub grpc_addr: Option<SocketAddr>,
+    /// The Iroh UDP port the node had.
+    pub iroh_port: Option<u16>,
+    /// The Iroh secret key the node had, so its endpoint id (in its peers' Raft membership) stays.
+    pub iroh_key: Option<iroh::SecretKey>,
+}
+
+/// How to start a node beyond its config.
+#[derive(Clone)]
+pub struct NodeOptions {
+    /// The hypervisor (default: [`SimBackend`]).
+    pub backend: Arc<dyn VmBackend>,
+    /// A previous run's disk, to restart the node with its state.
+    pub disk: Option<NodeDisk>,
+    /// The process's Prometheus recorder, for the `Monitoring` service.
+    pub metrics: Option<PrometheusHandle>,
+    /// Where the node records the calls it makes (shared with the demo's table).
+    pub calls: CallLog,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self { backend: Arc::new(SimBackend::default()), disk: None, metrics: None, calls: CallLog::default() }
+    }
+}
+
+impl std::fmt::Debug for NodeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeOptions").field("disk", &self.disk).finish_non_exhaustive()
+    }
+}
+
+/// A running node.
+pub struct Node {
+    ctx: Arc<Ctx>,
+    server: ServerHandle,
+    disk: NodeDisk,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.ctx.id).field("ticket", &self.ticket()).finish_non_exhaustive()
+    }
+}
+
+/// Raft's RPCs over duet's generated client, through the peer connector.
+struct DuetRaftSender {
+    peers: Arc<crate::peers::Peers>,
+    calls: CallLog,
+}
+
+impl RaftSender for DuetRaftSender {
+    fn send(
+        &self,
+        _target: NodeId,
+        member: &Member,
+        rpc: RaftRpc,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<u8>, Status>> {
+        let channel = self.peers.channel(&member.ticket);
+        let calls = self.calls.clone();
+        Box::pin(async move {
+            let mut client = RaftServiceClient::new(channel?).with_default_timeout(timeout);
+            let request = RaftPayload { postcard: payload.into() };
+            let started = Instant::now();
+            let (name, reply) = match rpc {
+                RaftRpc::AppendEntries => ("AppendEntries", client.append_entries(request).await),
+                RaftRpc::Vote => ("Vote", client.vote(request).await),
+                RaftRpc::InstallSnapshot => ("InstallSnapshot", client.install_snapshot(request).await),
+            };
+            let took = started.elapsed();
+            let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+            calls.record("5 raft", &format!("RaftService/{name}"), transport, took);
+            let label = transport.map_or("failed", |t| if t == Transport::Iroh { "iroh" } else { "grpc" });
+            metrics::histogram!("orchestrator_raft_rpc_seconds", "rpc" => name, "transport" => label)
+                .record(took.as_secs_f64());
+            Ok(reply?.into_inner().postcard.to_vec())
+        })
+    }
+}
+
+/// Full proto names of the services a node serves, for health.
+const SERVICES: [&str; 6] = [
+    "grpc.health.v1.Health",
+    "orchestrator.v1.ClusterStatus",
+    "orchestrator.v1.Monitoring",
+    "orchestrator.v1.VmService",
+    "orchestrator.v1.ImageService",
+    "orchestrator.v1.RaftService",
+];
+
+impl Node {
+    /// Starts a node: binds its transports, starts Raft, serves every service, then bootstraps a new
+    /// cluster (`node.bootstrap`, first start only) or joins through `node.join` (retrying until a
+    /// member lets it in or `join_timeout` passes).
+    pub async fn start(config: &NodeConfig, options: NodeOptions) -> Result<Node, NodeError> {
+        let mut transport = config.transport.clone();
+        if let Some(disk) = &options.disk {
+            if let Some(addr) = disk.grpc_addr {
+                transport.grpc.bind_address = addr;
+            }
+            if let Some(port) = disk.iroh_port {
+                transport.iroh.discovery_port = port;
+            }
+        }
+        let join = config.join_tickets()?;
+        let endpoint = match (transport.mode, options.disk.as_ref().and_then(|d| d.iroh_key.clone())) {
+            (Mode::Grpc, _) => None,
+            (_, Some(key)) => Some(duet::iroh::endpoint::bind_from_config_with_key(&transport.iroh, key).await?),
+            (_, None) => Some(duet::iroh::endpoint::bind_from_config(&transport.iroh).await?),
+        };
+        let connector = endpoint.clone().map(|e| Connector::from_config(e, &transport.iroh));
+        let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector));
+        let disk = options.disk.clone().unwrap_or_else(|| NodeDisk {
+            log: LogStore::default(),
+            state_machine: StateMachineStore::default(),
+            images: ImageStore::new(config.node.max_image_bytes),
+            grpc_addr: None,
+            iroh_port: None,
+            iroh_key: None,
+        });
+        let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
+        let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
+        let raft =
+            crate::raft::start(config.node.id, raft_config, sender, disk.log.clone(), disk.state_machine.clone())
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let ctx = Arc::new(Ctx {
+            id: config.node.id,
+            name: config.node.name.clone(),
+            ticket: OnceLock::new(),
+            raft: raft.clone(),
+            sm: disk.state_machine.clone(),
+            shared_state: disk.state_machine.state(),
+            peers,
+            images: disk.images.clone(),
+            backend: options.backend.clone(),
+            calls: options.calls.clone(),
+            metrics: options.metrics.clone(),
+            join_lock: tokio::sync::Mutex::new(()),
+            rpc_timeout: PEER_RPC_TIMEOUT,
+        });
+
+        let (health_tx, health_rx) = watch::channel(ServingStatus::NotServing);
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
+        let mut server = Server::from_config(&transport)?;
+        if let Some(endpoint) = endpoint {
+            server = server.iroh(endpoint);
+        }
+        let limits = transport.grpc.max_message_size;
+        let server = server
+            .add_service(HealthServer::new(HealthService::new(health_rx, SERVICES.map(String::from).to_vec())))
+            .add_service(ClusterStatusServer::new(ClusterStatusService(ctx.clone())))
+            .add_service(MonitoringServer::new(MonitoringService(ctx.clone())))
+            .add_service(VmServiceServer::new(VmServiceImpl(ctx.clone())))
+            .add_service(ImageServiceServer::new(ImageServiceImpl(ctx.clone())))
+            .add_service(RaftServiceServer::new(RaftServiceImpl(ctx.clone())))
+            .max_decoding_message_size(limits);
+        let server = if transport.mode == Mode::Iroh { server } else { server.add_grpc_service(reflection) };
+        let server = server.serve().await?;
+        let ticket = server.peer_addr();
+        ctx.ticket.set(ticket.to_string()).expect("ticket set once");
+        let disk = NodeDisk {
+            grpc_addr: server.grpc_addr(),
+            iroh_port: server.iroh_addr().and_then(|a| a.ip_addrs().next().map(|s| s.port())),
+            iroh_key: server.endpoint().map(|e| e.secret_key().clone()),
+            ..disk
+        };
+
+        let tasks = vec![
+            tokio::spawn(health_task(raft.clone(), config.node.id, health_tx)),
+            tokio::spawn(applied_task(ctx.clone())),
+        ];
+        let node = Node { ctx, server, disk, tasks };
+        if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+            if config.node.bootstrap {
+                let me = Member { name: config.node.name.clone(), ticket: ticket.to_string() };
+                raft.initialize(std::collections::BTreeMap::from([(config.node.id, me)]))
+                    .await
+                    .map_err(|e| NodeError::Raft(format!("bootstrap: {e}")))?;
+            } else {
+                node.join(&join, Duration::from_secs(30)).await?;
+            }
+        }
+        Ok(node)
+    }
+
+    /// Asks the members in `seeds`, in turn, to add this node, until one does or `timeout` passes.
+    async fn join(&self, seeds: &[PeerAddr], timeout: Duration) -> Result<(), NodeError> {
+        let request =
+            JoinClusterRequest { id: self.ctx.id, name: self.ctx.name.clone(), ticket: self.ticket().to_string() };
+        let deadline = Instant::now() + timeout;
+        let mut last = Status::unavailable("no seed tried");
+        loop {
+            for seed in seeds {
+                let channel = match self.ctx.peers.channel(&seed.to_string()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                };
+                let mut client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
+                let started = Instant::now();
+                let reply = client.join_cluster(request.clone()).await;
+                let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+                self.ctx.calls.record("4 peer connector", "ClusterStatus/JoinCluster", transport, started.elapsed());
+                match reply {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+            if Instant::now() >= deadline {
+                let seeds = seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ");
+                return Err(NodeError::Join { seeds, status: last });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The node's Raft id.
+    pub fn id(&self) -> NodeId {
+        self.ctx.id
+    }
+
+    /// The node's ticket: its gRPC address and Iroh endpoint.
+    pub fn ticket(&self) -> PeerAddr {
+        self.server.peer_addr()
+    }
+
+    /// The node's Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.ctx.raft
+    }
+
+    /// The calls this node made to peers.
+    pub fn calls(&self) -> &CallLog {
+        &self.ctx.calls
+    }
+
+    /// The node's hypervisor.
+    pub fn backend(&self) -> &Arc<dyn VmBackend> {
+        &self.ctx.backend
+    }
+
+    /// The config the node would restart with: its disk.
+    pub fn disk(&self) -> NodeDisk {
+        self.disk.clone()
+    }
+
+    /// Cuts the node's Iroh side (its endpoint closes; calls to and from it over Iroh fail), leaving
+    /// gRPC up: what an operator does to take Iroh out, and what the fallback tests do.
+    pub async fn cut_iroh(&mut self) {
+        self.server.stop_iroh().await;
+    }
+
+    /// Stops the node: Raft, then its server. Returns its disk, to restart it with [`Node::start`].
+    pub async fn shutdown(self) -> NodeDisk {
+        if let Err(e) = self.ctx.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.server.shutdown().await;
+        self.disk
+    }
+}
+
+/// Keeps health at `SERVING` while the node is a voter that knows a leader.
+async fn health_task(raft: Raft, id: NodeId, health: watch::Sender<ServingStatus>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let serving = {
+            let m = metrics.borrow_and_update();
+            m.current_leader.is_some() && m.membership_config.membership().voter_ids().any(|v| v == id)
+        };
+        health.send_if_modified(|s| {
+            let new = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+            std::mem::replace(s, new) != new
+        });
+        if metrics.changed().await.is_err() {
+            health.send_replace(ServingStatus::NotServing);
+            return;
+        }
+    }
+}
+
+/// Hands every committed VM change placed on this node to its hypervisor.
+async fn applied_task(ctx: Arc<Ctx>) {
+    let mut applied = ctx.sm.subscribe();
+    loop {
+        match applied.recv().await {
+            Ok(a) => {
+                if let Outcome::Vm(vm) = &a.outcome
+                    && vm.host == ctx.id
+                    && let Err(e) = ctx.backend.reconcile(vm)
+                {
+                    tracing::error!(vm = %vm.name, error = %e, "the hypervisor could not apply a committed change");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "applied-change feed lagged; reconciling from the full state");
+                let vms: Vec<_> = ctx.state().vms.values().filter(|vm| vm.host == ctx.id).cloned().collect();
+                for vm in vms {
+                    let _ = ctx.backend.reconcile(&vm);
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}

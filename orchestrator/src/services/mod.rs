@@ -1,0 +1,16 @@
+//! The node's service impls, each written once against its duet-generated trait and served on gRPC
+//! and Iroh at once.
+
+mod cluster;
+mod health;
+mod image;
+mod monitoring;
+mod raft;
+mod vm;
+
+pub use cluster::ClusterStatusService;
+pub use health::HealthService;
+pub use image::ImageServiceImpl;
+pub use monitoring::MonitoringService;
+pub use raft::RaftServiceImpl;
+pub use vm::VmServiceImpl;

@@ -1,0 +1,45 @@
+//! Phase 5: openraft's network, served by duet; `raft_transport` decides how it travels.
+
+use std::sync::Arc;
+
+use duet::{Request, Response, Status};
+
+use crate::ctx::{Ctx, is_forwarded};
+use crate::pb::orchestrator::v1::{RaftPayload, RaftService};
+use crate::raft::{RaftRpc, serve_rpc};
+use crate::state::Command;
+
+/// `orchestrator.v1.RaftService`.
+#[derive(Debug, Clone)]
+pub struct RaftServiceImpl(pub Arc<Ctx>);
+
+impl RaftServiceImpl {
+    async fn rpc(&self, rpc: RaftRpc, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let payload = request.into_inner().postcard;
+        let reply = serve_rpc(&self.0.raft, rpc, &payload).await?;
+        Ok(Response::new(RaftPayload { postcard: reply.into() }))
+    }
+}
+
+impl RaftService for RaftServiceImpl {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.rpc(RaftRpc::AppendEntries, request).await
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.rpc(RaftRpc::Vote, request).await
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.rpc(RaftRpc::InstallSnapshot, request).await
+    }
+
+    async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let forwarded = is_forwarded(&request);
+        let command: Command = postcard::from_bytes(&request.into_inner().postcard)
+            .map_err(|e| Status::invalid_argument(format!("not a command: {e}")))?;
+        let outcome = self.0.propose(command, forwarded).await?;
+        let reply = postcard::to_allocvec(&outcome).map_err(|e| Status::internal(format!("encoding outcome: {e}")))?;
+        Ok(Response::new(RaftPayload { postcard: reply.into() }))
+    }
+}
