@@ -31,7 +31,20 @@ impl NodeChannel {
             Via::Iroh => Mode::Iroh,
             Via::Auto => Mode::Dual,
         };
-        let config = TransportConfig { mode, ..config.clone() };
+        let mut config = TransportConfig { mode, ..config.clone() };
+        // Forcing one transport overrides the migration strategy, which must then agree with it.
+        match mode {
+            Mode::Grpc => {
+                config.migration.raft_transport = duet::RaftTransport::AlwaysGrpc;
+                config.migration.prefer_iroh_for.clear();
+                config.migration.adaptive_for.clear();
+            }
+            Mode::Iroh => {
+                config.migration.raft_transport = duet::RaftTransport::AlwaysIroh;
+                config.migration.fallback_to_grpc = false;
+            }
+            Mode::Dual => {}
+        }
         if mode == Mode::Grpc {
             return Ok(Self { channel: Channel::grpc_from_config(&config, ticket)?, connector: None });
         }

@@ -23,9 +23,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
 ///
 /// Elections time out after 4–8 heartbeats: enough missed heartbeats that one slow round trip does
 /// not depose a leader, and a wide enough spread that candidates rarely split the vote. The
-/// heartbeat is rounded to whole milliseconds, at least one.
+/// heartbeat is rounded down to whole milliseconds, at least one.
 pub fn raft_config(heartbeat: Duration) -> openraft::Config {
-    let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX / 16).max(1);
+    let heartbeat_ms = u64::try_from(heartbeat.as_millis()).unwrap_or(u64::MAX).clamp(1, u64::MAX / 16);
     openraft::Config {
         cluster_name: "duet-orchestrator".into(),
         heartbeat_interval: heartbeat_ms,
@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn config_is_valid_for_small_and_default_heartbeats() {
-        for heartbeat in [Duration::ZERO, Duration::from_micros(300), DEFAULT_HEARTBEAT] {
+        for heartbeat in [Duration::ZERO, Duration::from_micros(300), DEFAULT_HEARTBEAT, Duration::MAX] {
             let config = raft_config(heartbeat);
             assert!(config.election_timeout_min >= 4 * config.heartbeat_interval);
         }

@@ -1,0 +1,40 @@
+//! The README's first command: the three-node demo exits 0 and prints every phase's row.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_command_runs_every_phase_and_exits_cleanly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
+        .args(["cluster", "--demo", "--image-mib", "2"])
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for phase in ["2 health", "2 status", "2 monitoring", "3 vm", "3 images", "4 peer connector", "5 raft"] {
+        assert!(stdout.contains(phase), "no {phase:?} row in:\n{stdout}");
+    }
+    // The embedded config: VM calls on Iroh first, images on gRPC.
+    let row = |call: &str| stdout.lines().find(|l| l.contains(call)).unwrap_or_default().to_owned();
+    assert!(row("VmService/CreateVm").contains("iroh"), "{stdout}");
+    assert!(row("ImageService/UploadImage").contains("grpc"), "{stdout}");
+    assert!(stdout.contains("VM \"web-1\" running on node"), "{stdout}");
+}
+
+#[test]
+fn a_config_mistake_names_its_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "[node]\nid = 2\n").expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
+        .args(["check-config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`node.join`") && stderr.contains("node.toml"), "{stderr}");
+}
