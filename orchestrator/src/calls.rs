@@ -18,10 +18,13 @@ struct Samples {
     recent: VecDeque<Duration>,
 }
 
+/// A row's key: phase, call, transport.
+type RowKey = (String, String, String);
+
 /// Shared call log; cloning shares it.
 #[derive(Debug, Clone, Default)]
 pub struct CallLog {
-    rows: Arc<Mutex<BTreeMap<(String, String, String), Samples>>>,
+    rows: Arc<Mutex<BTreeMap<RowKey, Samples>>>,
 }
 
 /// One line of the table.

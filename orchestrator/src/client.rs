@@ -23,12 +23,16 @@ pub struct NodeChannel {
 }
 
 impl NodeChannel {
-    /// A channel to the node with `ticket`, over `via`, using `config`'s `[transport]` settings (its
+    /// A channel to the node with `ticket`, over `via` (`Auto` with a one-transport ticket uses that
+    /// transport), using `config`'s `[transport]` settings (its
     /// Iroh table for the client's own endpoint, its migration table for `auto`).
     pub async fn connect(ticket: &PeerAddr, via: Via, config: &TransportConfig) -> Result<Self, duet::Error> {
         let mode = match via {
             Via::Grpc => Mode::Grpc,
             Via::Iroh => Mode::Iroh,
+            // A ticket with one transport leaves nothing to choose.
+            Via::Auto if ticket.iroh.is_none() => Mode::Grpc,
+            Via::Auto if ticket.grpc.is_none() => Mode::Iroh,
             Via::Auto => Mode::Dual,
         };
         let mut config = TransportConfig { mode, ..config.clone() };
