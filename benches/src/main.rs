@@ -26,6 +26,9 @@ struct Cli {
     /// Contenders to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     contenders: Vec<Contender>,
+    /// Rounds of every workload on every contender (the table shows each cell's median).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Where the table and chart go.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -66,69 +69,159 @@ struct Plan {
     time: Duration,
     stream_bytes: u64,
     setups: usize,
+    rounds: usize,
 }
 
-async fn measure(c: Contender, plan: &Plan, results: &mut Results) -> Result<(), Box<dyn std::error::Error>> {
+/// One contender, up: its server process and a warm client on one connection.
+struct Live {
+    c: Contender,
+    server: ServerProcess,
+    addr: String,
+    ep: iroh::Endpoint,
+    client: contenders::Client,
+}
+
+async fn start(c: Contender) -> Result<Live, Box<dyn std::error::Error>> {
     let (server, addr) = spawn_server(c)?;
     let ep = contenders::bind(c != Contender::RawIrohDefaults).await;
-
-    let mut setup = vec![];
-    for _ in 0..plan.setups {
-        let fresh = contenders::bind(c != Contender::RawIrohDefaults).await;
-        let start = Instant::now();
-        contenders::connect(c, &addr, &fresh).await.unary(bytes::Bytes::from_static(b"hello")).await?;
-        setup.push(start.elapsed());
-        fresh.close().await;
-    }
-    results.put("connection setup: first call, p50", "µs", false, c, workloads::percentile(&mut setup, 0.5));
-
     let client = contenders::connect(c, &addr, &ep).await;
     for _ in 0..50 {
         client.unary(bytes::Bytes::from_static(b"warm up")).await?;
     }
-    for (size, label, n) in plan.payloads {
-        eprintln!("  unary {label}");
-        let (p50, p99) = workloads::latency(&client, size, n).await?;
-        results.put(&format!("unary {label}, p50"), "µs", false, c, p50);
-        results.put(&format!("unary {label}, p99"), "µs", false, c, p99);
-        for callers in plan.callers {
-            eprintln!("    {callers} callers");
-            let rate = workloads::throughput(&client, size, callers, plan.time).await?;
-            results.put(&format!("unary {label}, {callers} callers"), "calls/s", true, c, rate);
+    Ok(Live { c, server, addr, ep, client })
+}
+
+/// The workloads, in the order each round runs them.
+#[derive(Clone, Copy)]
+enum Step {
+    Setup,
+    Latency(usize),
+    Throughput(usize, usize),
+    Memory,
+    Download,
+    Upload,
+    Raft,
+}
+
+/// Samples per row and contender, across rounds; the table gets each one's median.
+#[derive(Default)]
+struct Samples {
+    rows: Vec<(String, &'static str, bool, std::collections::BTreeMap<usize, Vec<f64>>)>,
+}
+
+impl Samples {
+    fn push(&mut self, name: String, unit: &'static str, higher: bool, c: Contender, v: f64) {
+        let idx = Contender::ALL.iter().position(|x| *x == c).expect("known contender");
+        let row = match self.rows.iter().position(|r| r.0 == name) {
+            Some(i) => &mut self.rows[i],
+            None => {
+                self.rows.push((name, unit, higher, Default::default()));
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        row.3.entry(idx).or_default().push(v);
+    }
+
+    fn medians(self) -> Results {
+        let mut results = Results::default();
+        for (name, unit, higher, values) in self.rows {
+            for (idx, mut v) in values {
+                v.sort_by(f64::total_cmp);
+                results.put(&name, unit, higher, Contender::ALL[idx], v[v.len() / 2]);
+            }
+        }
+        results
+    }
+}
+
+async fn run_step(
+    live: &Live,
+    step: Step,
+    plan: &Plan,
+    s: &mut Samples,
+    round: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (c, client) = (live.c, &live.client);
+    match step {
+        Step::Setup => {
+            let mut setup = vec![];
+            for _ in 0..plan.setups {
+                let fresh = contenders::bind(c != Contender::RawIrohDefaults).await;
+                let start = Instant::now();
+                contenders::connect(c, &live.addr, &fresh).await.unary(bytes::Bytes::from_static(b"hello")).await?;
+                setup.push(start.elapsed());
+                fresh.close().await;
+            }
+            s.push("connection setup: first call, p50".into(), "µs", false, c, workloads::percentile(&mut setup, 0.5));
+        }
+        Step::Latency(i) => {
+            let (size, label, n) = plan.payloads[i];
+            let (p50, p99) = workloads::latency(client, size, n).await?;
+            s.push(format!("unary {label}, p50"), "µs", false, c, p50);
+            s.push(format!("unary {label}, p99"), "µs", false, c, p99);
+        }
+        Step::Throughput(i, callers) => {
+            let (size, label, _) = plan.payloads[i];
+            let rate = workloads::throughput(client, size, callers, plan.time).await?;
+            s.push(format!("unary {label}, {callers} callers"), "calls/s", true, c, rate);
+        }
+        Step::Memory => {
+            // VmHWM only grows: read once, after the first round's unary runs and before any stream.
+            if round == 0
+                && let Some(mib) = workloads::peak_memory_mib(live.server.0.id())
+            {
+                s.push("server peak memory after the unary runs".into(), "MiB", false, c, mib);
+            }
+        }
+        Step::Download | Step::Upload => {
+            let mb = plan.stream_bytes;
+            let label = if mb >= 64 << 20 { "64 MiB".to_string() } else { format!("{} MiB", mb >> 20) };
+            let down = matches!(step, Step::Download);
+            let rate = workloads::streaming(client, mb, 65_536, down).await?;
+            let what = if down { "download" } else { "upload" };
+            s.push(format!("{what} {label} (64 KiB msgs)"), "MB/s", true, c, rate);
+        }
+        Step::Raft => {
+            let p99 = workloads::raft_mix(client, plan.time).await?;
+            s.push("raft mix: 64×4 KiB in flight, heartbeat p99".into(), "µs", false, c, p99);
         }
     }
-    if let Some(mib) = workloads::peak_memory_mib(server.0.id()) {
-        results.put("server peak memory after the unary runs", "MiB", false, c, mib);
-    }
-    let mb = plan.stream_bytes;
-    let label = if mb >= 64 << 20 { "64 MiB".to_string() } else { format!("{} MiB", mb >> 20) };
-    eprintln!("  streaming");
-    results.put(
-        &format!("download {label} (64 KiB msgs)"),
-        "MB/s",
-        true,
-        c,
-        workloads::streaming(&client, mb, 65_536, true).await?,
-    );
-    results.put(
-        &format!("upload {label} (64 KiB msgs)"),
-        "MB/s",
-        true,
-        c,
-        workloads::streaming(&client, mb, 65_536, false).await?,
-    );
-    eprintln!("  raft mix");
-    results.put(
-        "raft mix: 64×4 KiB in flight, heartbeat p99",
-        "µs",
-        false,
-        c,
-        workloads::raft_mix(&client, plan.time).await?,
-    );
-    drop(client);
-    ep.close().await;
-    drop(server);
     Ok(())
+}
+
+/// Every contender's server runs at once (idle but for the one measured), and each workload runs
+/// on every contender in turn, round after round, starting with a different contender each round:
+/// a slow minute on this shared machine then touches every contender alike, and the table takes
+/// each cell's median over the rounds.
+async fn measure_all(contenders: &[Contender], plan: &Plan) -> Result<Results, Box<dyn std::error::Error>> {
+    let mut lives = vec![];
+    for c in contenders {
+        lives.push(start(*c).await?);
+    }
+    let mut steps = vec![Step::Setup];
+    for i in 0..plan.payloads.len() {
+        steps.push(Step::Latency(i));
+        for callers in plan.callers {
+            steps.push(Step::Throughput(i, callers));
+        }
+    }
+    steps.extend([Step::Memory, Step::Download, Step::Upload, Step::Raft]);
+    let mut samples = Samples::default();
+    for round in 0..plan.rounds {
+        eprintln!("round {} of {}", round + 1, plan.rounds);
+        for step in &steps {
+            for k in 0..lives.len() {
+                let live = &lives[(k + round) % lives.len()];
+                run_step(live, *step, plan, &mut samples, round).await?;
+            }
+        }
+    }
+    for live in lives {
+        drop(live.client);
+        live.ep.close().await;
+        drop(live.server);
+    }
+    Ok(samples.medians())
 }
 
 #[tokio::main]
@@ -147,22 +240,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             time: Duration::from_millis(150),
             stream_bytes: 4 << 20,
             setups: 3,
+            rounds: 1,
         }
     } else {
         Plan {
             payloads: [(64, "64 B", 5000), (4096, "4 KiB", 3000), (65_536, "64 KiB", 1000), (1 << 20, "1 MiB", 100)],
             callers: [1, 16, 64],
-            time: Duration::from_secs(2),
+            time: Duration::from_secs(1),
             stream_bytes: 64 << 20,
             setups: 20,
+            rounds: cli.rounds,
         }
     };
     let contenders = if cli.contenders.is_empty() { Contender::ALL.to_vec() } else { cli.contenders.clone() };
-    let mut results = Results::default();
-    for c in &contenders {
-        eprintln!("measuring {} …", c.label());
-        measure(*c, &plan, &mut results).await?;
-    }
+    let results = measure_all(&contenders, &plan).await?;
     let table = results.markdown(&contenders);
     println!("{table}");
     std::fs::create_dir_all(&cli.out)?;

@@ -69,14 +69,41 @@ async fn start(
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Failure> {
     let mut send = FrameSender::new(send);
-    let header = RequestHeader {
+    let header = request_header(desc, md, timeout);
+    send.frame(FrameKind::RequestHeader, header).await.map_err(Failure::Lost)?;
+    Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
+}
+
+fn request_header(desc: &MethodDesc, md: MetadataMap, timeout: Option<Duration>) -> bytes::Bytes {
+    wire::encode(&RequestHeader {
         path: desc.path.to_owned(),
         metadata: metadata_wire::to_wire(md),
         timeout_micros: timeout.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
         fingerprint: desc.fingerprint,
-    };
-    send.frame(FrameKind::RequestHeader, wire::encode(&header)).await.map_err(Failure::Lost)?;
-    Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
+    })
+}
+
+/// Sends a whole single-message request (header, message, end of stream) in one write: the unary and
+/// server-streaming calls' request, for which nothing needs to interleave.
+async fn send_whole_request(
+    (send, recv): (SendStream, RecvStream),
+    desc: &MethodDesc,
+    md: MetadataMap,
+    timeout: Option<Duration>,
+    opts: &CallOptions,
+    body: bytes::Bytes,
+) -> Result<(FrameSender, Frames), Failure> {
+    let mut send = FrameSender::new(send);
+    let mut frames = recv::frames(recv, opts.limits.max_decoding_message_size);
+    let header = request_header(desc, md, timeout);
+    match send.frames([(FrameKind::RequestHeader, header), (FrameKind::Message, body)], true).await {
+        Ok(()) => Ok((send, frames)),
+        // As for a message that could not be written: the server may have refused the call already.
+        Err(status) => match read_head(&mut frames).await {
+            Ok(Head::TrailersOnly(answer)) => Err(Failure::Answered(answer)),
+            _ => Err(Failure::NotSent(status)),
+        },
+    }
 }
 
 async fn read_head(frames: &mut Frames) -> Result<Head, Failure> {
@@ -181,22 +208,6 @@ async fn pump<Req: Message>(
     Ok(())
 }
 
-/// Sends the one request message and FIN. If the write fails, the message did not leave whole, so no
-/// handler can have run (it needs the whole message): the server's early answer (a schema mismatch,
-/// say), if it sent one, is the result; otherwise the call is `NotSent` and may go elsewhere.
-async fn send_request(send: &mut FrameSender, body: bytes::Bytes, frames: &mut Frames) -> Result<(), Failure> {
-    match send.frame(FrameKind::Message, body).await {
-        Ok(()) => {
-            send.finish();
-            Ok(())
-        }
-        Err(status) => match read_head(frames).await {
-            Ok(Head::TrailersOnly(answer)) => Err(Failure::Answered(answer)),
-            _ => Err(Failure::NotSent(status)),
-        },
-    }
-}
-
 pub(crate) async fn unary<Req: Message, Resp: Message>(
     stream: (SendStream, RecvStream),
     req: Request<Req>,
@@ -207,8 +218,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
         let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
-        let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
-        send_request(&mut send, body, &mut frames).await?;
+        let (_send, frames) = send_whole_request(stream, desc, md, timeout, opts, body).await?;
         read_single(frames, desc.codec).await
     })
     .await
@@ -225,8 +235,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     within(timeout, async {
         let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
-        let (mut send, mut frames) = start(stream, desc, md, timeout, opts).await?;
-        send_request(&mut send, body, &mut frames).await?;
+        let (_send, mut frames) = send_whole_request(stream, desc, md, timeout, opts, body).await?;
         let head = read_head(&mut frames).await?;
         streaming_response(head, frames, desc.codec, deadline, None)
     })

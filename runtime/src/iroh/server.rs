@@ -273,12 +273,13 @@ async fn respond<Resp: Message>(
             match codec.encode(&msg, limit) {
                 Err(status) => send.trailer(&trailer_from_status(&status)).await,
                 Ok(body) => {
-                    async {
-                        send_header(send, md).await?;
-                        send.frame(FrameKind::Message, body).await?;
-                        send.trailer(&trailer).await
-                    }
-                    .await
+                    let header = wire::encode(&ResponseHeader { metadata: metadata_wire::to_wire(md) });
+                    let frames = [
+                        (FrameKind::ResponseHeader, header),
+                        (FrameKind::Message, body),
+                        (FrameKind::Trailer, wire::encode(&trailer)),
+                    ];
+                    send.frames(frames, true).await
                 }
             }
         }
