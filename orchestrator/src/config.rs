@@ -5,6 +5,7 @@
 //! id = 2                      # Raft node id, unique in the cluster, 1 or more
 //! name = "node-2"
 //! join = ["duet:grpc=127.0.0.1:7001"]   # any member's ticket; empty with bootstrap = true
+//! data_dir = "node-2-data"    # keep the Raft log, snapshot, images and Iroh key here; omit: memory
 //!
 //! [transport]
 //! mode = "dual"
@@ -12,7 +13,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use duet::{ConfigError, PeerAddr, TransportConfig};
 use serde::Deserialize;
@@ -48,6 +49,13 @@ pub struct NodeSection {
     /// Raft heartbeat interval in milliseconds (elections time out after 4–8 heartbeats).
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// Where the node keeps what must survive a restart: its Raft log, vote and snapshot (`raft/`),
+    /// its images (`images/`) and, unless `transport.iroh.secret_key_file` is set, its Iroh key
+    /// (`iroh.key`). Created if missing; a relative path is taken from the working directory. Without
+    /// it everything is kept in memory, so a node restarted as a new process must rejoin under a new
+    /// id.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
 }
 
 fn default_max_image_bytes() -> u64 {
@@ -127,6 +135,17 @@ impl NodeConfig {
         if node.max_image_bytes == 0 {
             return Err(ConfigError::new("node.max_image_bytes", "is 0; give the largest image size in bytes"));
         }
+        if let Some(dir) = &node.data_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(ConfigError::new("node.data_dir", "is empty; give a directory, or leave it out"));
+            }
+            if dir.exists() && !dir.is_dir() {
+                return Err(ConfigError::new(
+                    "node.data_dir",
+                    format!("{} exists and is not a directory", dir.display()),
+                ));
+            }
+        }
         if !(10..=10_000).contains(&node.heartbeat_ms) {
             return Err(ConfigError::new(
                 "node.heartbeat_ms",
@@ -165,6 +184,15 @@ mod tests {
                 .key(),
             "transport.iroh.enabled"
         );
+        assert_eq!(err("[node]\nid = 1\nbootstrap = true\ndata_dir = \"\"").key(), "node.data_dir");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let data_dir_is_a_file = format!("[node]\nid = 1\nbootstrap = true\ndata_dir = {:?}", file.path());
+        let refused = err(&data_dir_is_a_file);
+        assert_eq!(refused.key(), "node.data_dir");
+        assert!(refused.to_string().contains("not a directory"), "{refused}");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = format!("[node]\nid = 1\nbootstrap = true\ndata_dir = {:?}", dir.path().join("new"));
+        assert_eq!(NodeConfig::from_toml(&ok).unwrap().node.data_dir, Some(dir.path().join("new")));
         let typo = err("[node]\nid = 1\nbootstap = true").to_string();
         assert!(typo.contains("bootstap"), "{typo}");
     }

@@ -77,11 +77,17 @@ impl Ctx {
     }
 
     /// Commits `command` through Raft and returns its outcome: directly on the leader; on a follower by
-    /// forwarding it to the leader over the peer connector. `forwarded` is true when this call is itself
-    /// a forward, which is then never passed on again.
+    /// forwarding it to the leader over the peer connector, then waiting until this node has applied
+    /// it too, so a client reads its own write from the node it wrote through. `forwarded` is true
+    /// when this call is itself a forward, which is then never passed on again.
     pub async fn propose(&self, command: Command, forwarded: bool) -> Result<Outcome, Status> {
+        Ok(self.propose_at(command, forwarded).await?.1)
+    }
+
+    /// [`Ctx::propose`], with the log index the command was committed at.
+    pub async fn propose_at(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
         match self.raft.client_write(command.clone()).await {
-            Ok(reply) => Ok(reply.data),
+            Ok(reply) => Ok((reply.log_id.index, reply.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 let (Some(leader), Some(member)) = (to.leader_id, to.leader_node) else {
                     return Err(Status::unavailable("no leader elected yet; retry shortly"));
@@ -92,13 +98,21 @@ impl Ctx {
                         self.id
                     )));
                 }
-                self.forward(leader, &member, &command).await
+                let (index, outcome) = self.forward(leader, &member, &command).await?;
+                self.raft
+                    .wait(Some(self.rpc_timeout))
+                    .applied_index_at_least(Some(index), "a forwarded write")
+                    .await
+                    .map_err(|e| {
+                    Status::unavailable(format!("committed at index {index}, but this node did not apply it: {e}"))
+                })?;
+                Ok((index, outcome))
             }
             Err(e) => Err(Status::unavailable(format!("raft write failed: {e}"))),
         }
     }
 
-    async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<Outcome, Status> {
+    async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<(u64, Outcome), Status> {
         let channel = self.peers.channel(&member.ticket)?;
         let mut client = RaftServiceClient::new(channel).with_default_timeout(self.rpc_timeout);
         let payload =

@@ -1,12 +1,17 @@
 //! Image storage and the chunked, BLAKE3-checked transfer format shared by upload, fetch and pull.
 
+mod files;
+
 use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use duet::Status;
 use futures_util::{Stream, StreamExt};
 
+use self::files::ImageDir;
 use crate::pb::orchestrator::v1::{ImageChunk, ImageHeader};
 
 /// Size of the chunks images travel in: well under the default 4 MiB message limit.
@@ -56,18 +61,55 @@ impl Image {
     }
 }
 
-/// The images this node holds, in memory (a real node would keep them on disk; the trade-off is the
-/// same). Cloning shares the store.
+/// The longest image name accepted, in bytes: well under file systems' 255-byte name limit, with room
+/// for the suffixes image files carry.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Checks an image name: not empty, at most [`MAX_NAME_BYTES`], and no `/`, `..` or NUL, so that it is
+/// safe as a file name on every node (`INVALID_ARGUMENT` otherwise).
+pub fn check_name(name: &str) -> Result<(), Status> {
+    let why = if name.is_empty() {
+        "is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "is longer than 200 bytes"
+    } else if name.contains('/') || name.contains("..") || name.contains('\0') {
+        "contains `/`, `..` or NUL"
+    } else {
+        return Ok(());
+    };
+    Err(Status::invalid_argument(format!("image name {name:?} {why}")))
+}
+
+/// The images this node holds, in memory ([`ImageStore::new`]) or as files ([`ImageStore::open`]).
+/// Cloning shares the store.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
-    images: Arc<Mutex<BTreeMap<String, Image>>>,
+    images: Arc<Mutex<BTreeMap<String, Held>>>,
     max_bytes: u64,
+    dir: Option<Arc<ImageDir>>,
+}
+
+/// One image of the store.
+#[derive(Debug, Clone)]
+enum Held {
+    Memory(Image),
+    /// In the store's directory; its BLAKE3, to check what is read back.
+    File([u8; 32]),
 }
 
 impl ImageStore {
-    /// An empty store accepting images up to `max_bytes` each.
+    /// An empty in-memory store accepting images up to `max_bytes` each.
     pub fn new(max_bytes: u64) -> Self {
-        Self { images: Default::default(), max_bytes }
+        Self { images: Default::default(), max_bytes, dir: None }
+    }
+
+    /// A store keeping images as files in `dir` (created if missing), holding the images already
+    /// there. They are read, and their BLAKE3 checked, when asked for.
+    pub fn open(dir: impl AsRef<Path>, max_bytes: u64) -> io::Result<Self> {
+        let dir = ImageDir::open(dir.as_ref())?;
+        let found = dir.list(|name| check_name(name).is_ok())?;
+        let images = found.into_iter().map(|(name, blake3)| (name, Held::File(blake3))).collect();
+        Ok(Self { images: Arc::new(Mutex::new(images)), max_bytes, dir: Some(Arc::new(dir)) })
     }
 
     /// The largest image accepted.
@@ -75,14 +117,47 @@ impl ImageStore {
         self.max_bytes
     }
 
-    /// An image by name.
-    pub fn get(&self, name: &str) -> Option<Image> {
-        self.images.lock().expect("image store lock").get(name).cloned()
+    /// Whether the store holds an image of this name with this BLAKE3, without reading it.
+    pub fn holds(&self, name: &str, blake3: &[u8; 32]) -> bool {
+        match self.images.lock().expect("image store lock").get(name) {
+            Some(Held::Memory(image)) => image.blake3 == *blake3,
+            Some(Held::File(hash)) => hash == blake3,
+            None => false,
+        }
     }
 
-    /// Keeps a verified image.
+    /// An image by name. An image file that can't be read or fails its BLAKE3 check counts as
+    /// missing (logged), so the node fetches it again rather than serve bad bytes.
+    pub fn get(&self, name: &str) -> Option<Image> {
+        let held = self.images.lock().expect("image store lock").get(name).cloned()?;
+        match (held, &self.dir) {
+            (Held::Memory(image), _) => Some(image),
+            (Held::File(blake3), Some(dir)) => match blocking_io(|| dir.read(name, &blake3, self.max_bytes)) {
+                Ok(image) => Some(image),
+                Err(e) => {
+                    tracing::error!(image = name, error = %e, "cannot read a stored image; treating it as missing");
+                    None
+                }
+            },
+            (Held::File(_), None) => None,
+        }
+    }
+
+    /// Keeps a verified image. A file store that can't write it (or its name, which [`check_name`]
+    /// refuses) keeps it in memory instead, so the node still serves it until it restarts.
     pub fn insert(&self, image: Image) {
-        self.images.lock().expect("image store lock").insert(image.name.clone(), image);
+        let name = image.name.clone();
+        let held = match &self.dir {
+            Some(dir) if check_name(&name).is_ok() => match blocking_io(|| dir.write(&image)) {
+                Ok(()) => Held::File(image.blake3),
+                Err(e) => {
+                    tracing::error!(image = %name, error = %e, "cannot store an image file; keeping it in memory");
+                    Held::Memory(image)
+                }
+            },
+            _ => Held::Memory(image),
+        };
+        self.images.lock().expect("image store lock").insert(name, held);
     }
 
     /// Receives an image from chunks, checking each chunk's hash as it comes (a corrupted chunk fails
@@ -94,9 +169,7 @@ impl ImageStore {
     {
         let first = chunks.next().await.ok_or_else(|| Status::invalid_argument("empty upload: no chunks"))??;
         let header = first.header.clone().ok_or_else(|| Status::invalid_argument("the first chunk has no header"))?;
-        if header.name.is_empty() {
-            return Err(Status::invalid_argument("the image header has no name"));
-        }
+        check_name(&header.name)?;
         if header.size > self.max_bytes {
             return Err(Status::resource_exhausted(format!(
                 "image {:?} is {} bytes; this node accepts at most {} (node.max_image_bytes)",
@@ -165,6 +238,17 @@ impl ImageStore {
     }
 }
 
+/// Runs file IO from sync code that may be on an async worker: on a multi-threaded runtime the worker
+/// hands its other tasks off first, so a large image read or fsync does not stall them.
+fn blocking_io<T>(io: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
+    }
+}
+
 /// Lower-case hex of a hash.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -210,5 +294,44 @@ mod tests {
         let small = ImageStore::new(10);
         let chunks: Vec<_> = img.chunks().collect().await;
         assert_eq!(receive(&small, chunks).await.unwrap_err().code(), duet::Code::ResourceExhausted);
+    }
+
+    #[tokio::test]
+    async fn unsafe_names_are_refused_at_receive() {
+        let store = ImageStore::new(1 << 30);
+        let long = "x".repeat(MAX_NAME_BYTES + 1);
+        for name in ["", "a/b", "..", "a..b", "nul\0", long.as_str()] {
+            let chunks: Vec<_> = Image::new(name, Bytes::from_static(b"data")).chunks().collect().await;
+            let err = receive(&store, chunks).await.expect_err(name);
+            assert_eq!(err.code(), duet::Code::InvalidArgument, "{name:?}: {err}");
+        }
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(check_name("ubuntu-24.04.img").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_file_store_keeps_images_across_reopens_and_refuses_rotten_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = image(CHUNK_SIZE + 3);
+        {
+            let store = ImageStore::open(dir.path(), 1 << 30).unwrap();
+            assert!(store.get("img").is_none());
+            store.insert(img.clone());
+            assert_eq!(store.get("img").unwrap().bytes, img.bytes);
+        }
+        std::fs::write(dir.path().join("leftover.img.3.tmp"), b"half").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), b"not an image").unwrap();
+        let store = ImageStore::open(dir.path(), 1 << 30).unwrap();
+        let got = store.get("img").expect("the image survives a reopen");
+        assert_eq!((got.bytes, got.blake3), (img.bytes.clone(), img.blake3));
+        assert!(!dir.path().join("leftover.img.3.tmp").exists());
+        assert!(ImageStore::open(dir.path(), 10).unwrap().get("img").is_none(), "over max_bytes");
+
+        let path = dir.path().join("img.img");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(store.get("img").is_none(), "a rotten image is not served");
     }
 }

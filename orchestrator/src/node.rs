@@ -2,6 +2,7 @@
 //! connector, and the tasks that tie them together.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,14 @@ pub enum NodeError {
     /// Raft could not start.
     #[error("raft: {0}")]
     Raft(String),
+    /// `node.data_dir` could not be opened, or holds damaged files.
+    #[error("node.data_dir: {}: {source}", path.display())]
+    Storage {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// The node could not join the cluster.
     #[error("joining the cluster through {seeds}: {status}")]
     Join {
@@ -54,8 +63,9 @@ pub enum NodeError {
     },
 }
 
-/// What survives a node's (simulated) crash: its Raft log and state machine, its images, its Iroh
-/// key and its addresses — the node's disk. Pass it to [`Node::start`] to restart the node.
+/// What survives a node's crash: its Raft log and state machine, its images, its Iroh key and its
+/// addresses — the node's disk, in memory (the in-process cluster keeps it to simulate a crash) or in
+/// `node.data_dir` ([`NodeDisk::open`]). Pass it to [`Node::start`] to restart the node.
 #[derive(Debug, Clone)]
 pub struct NodeDisk {
     /// The Raft log.
@@ -72,12 +82,50 @@ pub struct NodeDisk {
     pub iroh_key: Option<iroh::SecretKey>,
 }
 
+impl NodeDisk {
+    /// A first start's disk for `config`: empty and in memory, or, with `node.data_dir`, what a
+    /// previous run left there. The Iroh key is kept there too (unless `transport.iroh.secret_key_file`
+    /// puts it elsewhere), so with fixed ports the node's ticket, which its peers know it by, survives
+    /// a restart.
+    pub fn open(config: &NodeConfig) -> Result<Self, NodeError> {
+        let max_image_bytes = config.node.max_image_bytes;
+        let Some(dir) = &config.node.data_dir else {
+            return Ok(Self {
+                log: LogStore::new(),
+                state_machine: StateMachineStore::new(),
+                images: ImageStore::new(max_image_bytes),
+                grpc_addr: None,
+                iroh_port: None,
+                iroh_key: None,
+            });
+        };
+        let storage = |path: PathBuf| move |source| NodeError::Storage { path, source };
+        std::fs::create_dir_all(dir).map_err(storage(dir.clone()))?;
+        let (raft, images) = (dir.join("raft"), dir.join("images"));
+        let iroh = &config.transport.iroh;
+        let iroh_key = match config.transport.mode {
+            Mode::Dual | Mode::Iroh if iroh.secret_key_file.is_none() => {
+                Some(duet::iroh::endpoint::load_or_create_key(&dir.join("iroh.key"))?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            log: LogStore::open(&raft).map_err(storage(raft.clone()))?,
+            state_machine: StateMachineStore::open(&raft).map_err(storage(raft))?,
+            images: ImageStore::open(&images, max_image_bytes).map_err(storage(images))?,
+            grpc_addr: None,
+            iroh_port: None,
+            iroh_key,
+        })
+    }
+}
+
 /// How to start a node beyond its config.
 #[derive(Clone)]
 pub struct NodeOptions {
     /// The hypervisor (default: [`SimBackend`]).
     pub backend: Arc<dyn VmBackend>,
-    /// A previous run's disk, to restart the node with its state.
+    /// A previous run's disk, to restart the node with its state (default: [`NodeDisk::open`]).
     pub disk: Option<NodeDisk>,
     /// The process's Prometheus recorder, for the `Monitoring` service.
     pub metrics: Option<PrometheusHandle>,
@@ -163,31 +211,25 @@ impl Node {
     /// cluster (`node.bootstrap`, first start only) or joins through `node.join` (retrying until a
     /// member lets it in or `join_timeout` passes).
     pub async fn start(config: &NodeConfig, options: NodeOptions) -> Result<Node, NodeError> {
+        let disk = match options.disk.clone() {
+            Some(disk) => disk,
+            None => NodeDisk::open(config)?,
+        };
         let mut transport = config.transport.clone();
-        if let Some(disk) = &options.disk {
-            if let Some(addr) = disk.grpc_addr {
-                transport.grpc.bind_address = addr;
-            }
-            if let Some(port) = disk.iroh_port {
-                transport.iroh.discovery_port = port;
-            }
+        if let Some(addr) = disk.grpc_addr {
+            transport.grpc.bind_address = addr;
+        }
+        if let Some(port) = disk.iroh_port {
+            transport.iroh.discovery_port = port;
         }
         let join = config.join_tickets()?;
-        let endpoint = match (transport.mode, options.disk.as_ref().and_then(|d| d.iroh_key.clone())) {
+        let endpoint = match (transport.mode, disk.iroh_key.clone()) {
             (Mode::Grpc, _) => None,
             (_, Some(key)) => Some(duet::iroh::endpoint::bind_from_config_with_key(&transport.iroh, key).await?),
             (_, None) => Some(duet::iroh::endpoint::bind_from_config(&transport.iroh).await?),
         };
         let connector = endpoint.clone().map(|e| Connector::from_config(e, &transport.iroh));
         let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector));
-        let disk = options.disk.clone().unwrap_or_else(|| NodeDisk {
-            log: LogStore::default(),
-            state_machine: StateMachineStore::default(),
-            images: ImageStore::new(config.node.max_image_bytes),
-            grpc_addr: None,
-            iroh_port: None,
-            iroh_key: None,
-        });
         let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
         let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
         let raft =

@@ -1,8 +1,14 @@
-//! openraft glue: the type configuration, in-memory log and state-machine stores, and Raft RPCs over
-//! an abstract [`RaftSender`] so the node can carry them on duet's generated Raft service.
+//! openraft glue: the type configuration, the log and state-machine stores (in memory, or durable in
+//! a directory), and Raft RPCs over an abstract [`RaftSender`] so the node can carry them on duet's
+//! generated Raft service.
 
+mod disk;
+#[cfg(test)]
+mod durable_tests;
+mod log_file;
 mod log_store;
 mod network;
+mod snapshot_file;
 mod state_machine;
 mod types;
 

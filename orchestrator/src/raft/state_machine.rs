@@ -1,9 +1,12 @@
 //! The Raft state machine: applies committed [`Command`]s to the [`ClusterState`] and snapshots it.
 //!
 //! Like the log store it lives in memory and its clones share one inner state, so a node restarted
-//! in-process on a clone resumes from what it had applied.
+//! in-process on a clone resumes from what it had applied. [`StateMachineStore::open`] also keeps its
+//! latest snapshot on disk (see [`super::snapshot_file`]), which is all a restarted process needs: the
+//! committed log after the snapshot is re-applied by openraft.
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -11,6 +14,8 @@ use openraft::{AnyError, EntryPayload, OptionalSend, StorageError, StorageIOErro
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use super::disk;
+use super::snapshot_file::{SavedSnapshot, SnapshotFile};
 use super::types::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::state::{ClusterState, Command, NodeId, Outcome};
 
@@ -28,12 +33,15 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
-/// The in-memory [`RaftStateMachine`]; clones share the same state.
+/// The [`RaftStateMachine`], with its snapshot in memory or on disk as well; clones share the same
+/// state.
 #[derive(Clone, Debug)]
 pub struct StateMachineStore {
     inner: Arc<Mutex<Inner>>,
     state: Arc<RwLock<ClusterState>>,
     applied: broadcast::Sender<Applied>,
+    /// Where the snapshot is kept when the state machine is durable.
+    file: Option<Arc<SnapshotFile>>,
 }
 
 #[derive(Debug, Default)]
@@ -67,9 +75,40 @@ impl Default for StateMachineStore {
 }
 
 impl StateMachineStore {
-    /// An empty state machine: nothing applied, no snapshot.
+    /// An empty in-memory state machine: nothing applied, no snapshot.
     pub fn new() -> Self {
-        Self { inner: Arc::default(), state: Arc::default(), applied: broadcast::channel(APPLIED_CAPACITY).0 }
+        Self {
+            inner: Arc::default(),
+            state: Arc::default(),
+            applied: broadcast::channel(APPLIED_CAPACITY).0,
+            file: None,
+        }
+    }
+
+    /// A state machine whose snapshots are kept in `dir` (created if missing), starting from the
+    /// snapshot saved there, if any. A damaged snapshot file is an `InvalidData` error.
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let (file, saved) = SnapshotFile::open(dir.as_ref())?;
+        let store = Self { file: Some(Arc::new(file)), ..Self::new() };
+        if let Some(saved) = saved {
+            let payload: SnapshotData = disk::decode(&saved.data, "the saved snapshot's data")?;
+            *store.state.write().unwrap_or_else(PoisonError::into_inner) = payload.state;
+            let mut inner = store.inner();
+            inner.last_applied = saved.meta.last_log_id;
+            inner.membership = saved.meta.last_membership.clone();
+            inner.snapshots_built = saved.built;
+            inner.snapshot = Some(StoredSnapshot { meta: saved.meta, data: saved.data });
+        }
+        Ok(store)
+    }
+
+    /// Saves `snapshot` to disk if the store is durable, and hands it back. Runs on a blocking thread
+    /// so the fsync does not stall the async workers.
+    async fn save(&self, snapshot: SavedSnapshot, newer_only: bool) -> io::Result<SavedSnapshot> {
+        let Some(file) = self.file.clone() else { return Ok(snapshot) };
+        tokio::task::spawn_blocking(move || file.save(&snapshot, newer_only).map(|()| snapshot))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The replicated state, for handlers to read. Only this store writes it.
@@ -95,25 +134,36 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError<NodeId>> {
         // openraft runs this in parallel with `apply`; holding `inner` (which `apply` also holds while
         // it writes) keeps last_applied, membership and state mutually consistent.
-        let mut inner = self.inner();
-        let data = {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            let payload = SnapshotData {
-                last_applied: inner.last_applied,
-                membership: inner.membership.clone(),
-                state: state.clone(),
+        let saved = {
+            let mut inner = self.inner();
+            let data = {
+                let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+                let payload = SnapshotData {
+                    last_applied: inner.last_applied,
+                    membership: inner.membership.clone(),
+                    state: state.clone(),
+                };
+                postcard::to_allocvec(&payload).map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?
             };
-            postcard::to_allocvec(&payload).map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?
+            inner.snapshots_built += 1;
+            let snapshot_id = match inner.last_applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id, id.index, inner.snapshots_built),
+                None => format!("--{}", inner.snapshots_built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: inner.last_applied,
+                last_membership: inner.membership.clone(),
+                snapshot_id,
+            };
+            inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
+            SavedSnapshot { meta, data, built: inner.snapshots_built }
         };
-        inner.snapshots_built += 1;
-        let snapshot_id = match inner.last_applied {
-            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, inner.snapshots_built),
-            None => format!("--{}", inner.snapshots_built),
-        };
-        let meta =
-            SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone(), snapshot_id };
-        inner.snapshot = Some(StoredSnapshot { meta: meta.clone(), data: data.clone() });
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let signature = saved.meta.signature();
+        let saved = self
+            .save(saved, true)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), AnyError::new(&e)))?;
+        Ok(Snapshot { meta: saved.meta, snapshot: Box::new(Cursor::new(saved.data)) })
     }
 }
 
@@ -176,6 +226,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let payload: SnapshotData = postcard::from_bytes(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
+        let built = self.inner().snapshots_built;
+        let saved = SavedSnapshot { meta: meta.clone(), data, built };
+        let data = self
+            .save(saved, false)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?
+            .data;
         let mut inner = self.inner();
         // openraft's metadata is authoritative for where the log resumes; the payload's copies of
         // these fields only matter when restoring without it.

@@ -100,7 +100,7 @@ impl ImageService for ImageServiceImpl {
             .get(&name)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("the cluster knows no image {name:?}")))?;
-        if record.holders.contains(&self.0.id) && self.0.images.get(&name).is_some() {
+        if record.holders.contains(&self.0.id) && self.0.images.holds(&name, &record.blake3) {
             return Ok(Response::new(info(&record)));
         }
         let members = self.0.members();

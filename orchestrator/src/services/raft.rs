@@ -38,8 +38,9 @@ impl RaftService for RaftServiceImpl {
         let forwarded = is_forwarded(&request);
         let command: Command = postcard::from_bytes(&request.into_inner().postcard)
             .map_err(|e| Status::invalid_argument(format!("not a command: {e}")))?;
-        let outcome = self.0.propose(command, forwarded).await?;
-        let reply = postcard::to_allocvec(&outcome).map_err(|e| Status::internal(format!("encoding outcome: {e}")))?;
+        let committed = self.0.propose_at(command, forwarded).await?;
+        let reply =
+            postcard::to_allocvec(&committed).map_err(|e| Status::internal(format!("encoding outcome: {e}")))?;
         Ok(Response::new(RaftPayload { postcard: reply.into() }))
     }
 }

@@ -1,0 +1,248 @@
+//! Nodes run as separate `duet-orchestrator node` processes with `node.data_dir`: a SIGKILLed
+//! follower restarted on the same config comes back as the same member with its Raft log and VMs,
+//! without joining again; and after the whole cluster is SIGKILLed, a node started alone — with no
+//! peer to learn anything from — still holds everything it had, and the cluster re-forms from disk.
+
+use std::fs::File;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use duet::TransportConfig;
+use duet_orchestrator::client::{NodeChannel, Via};
+use duet_orchestrator::pb::orchestrator::v1::{
+    ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetRaftStatusRequest, ListVmsRequest,
+    RaftStatusReply, VmServiceClient,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duet-orchestrator");
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One node's process, config and output.
+struct ProcNode {
+    id: u64,
+    config: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+    starts: u32,
+    ticket: String,
+}
+
+/// Every node process of a test; dropping it SIGKILLs those still running, so a failing test leaves
+/// none behind.
+struct Procs {
+    nodes: Vec<ProcNode>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill();
+        }
+    }
+}
+
+/// Three free ports of each kind, found by binding port 0 (all held at once, so no two are equal).
+fn free_ports() -> (Vec<u16>, Vec<u16>) {
+    let tcp: Vec<_> = (0..3).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let udp: Vec<_> = (0..3).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    (
+        tcp.iter().map(|s| s.local_addr().unwrap().port()).collect(),
+        udp.iter().map(|s| s.local_addr().unwrap().port()).collect(),
+    )
+}
+
+fn config_text(id: u64, grpc: &[u16], udp: &[u16], data_dir: &Path) -> String {
+    let join = if id == 1 { String::new() } else { format!("join = [\"duet:grpc=127.0.0.1:{}\"]", grpc[0]) };
+    format!(
+        r#"[node]
+id = {id}
+name = "node-{id}"
+bootstrap = {bootstrap}
+{join}
+data_dir = {data_dir:?}
+
+[transport]
+mode = "dual"
+
+[transport.grpc]
+bind_address = "127.0.0.1:{grpc_port}"
+
+[transport.iroh]
+enabled = true
+home_relay = "disabled"
+discovery_port = {udp_port}
+connect_timeout_ms = 1000
+
+[transport.migration]
+prefer_iroh_for = ["health", "status", "monitoring", "vm"]
+raft_transport = "adaptive"
+fallback_to_grpc = true
+breaker_cooldown_ms = 500
+"#,
+        bootstrap = id == 1,
+        grpc_port = grpc[id as usize - 1],
+        udp_port = udp[id as usize - 1],
+    )
+}
+
+impl Procs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc, udp) = free_ports();
+        let nodes = (1..=3)
+            .map(|id| {
+                let config = dir.path().join(format!("node-{id}.toml"));
+                std::fs::write(&config, config_text(id, &grpc, &udp, &dir.path().join(format!("node-{id}-data"))))
+                    .unwrap();
+                ProcNode { id, config, dir: dir.path().to_owned(), child: None, starts: 0, ticket: String::new() }
+            })
+            .collect();
+        Self { nodes, _dir: dir }
+    }
+
+    fn node(&mut self, id: u64) -> &mut ProcNode {
+        &mut self.nodes[id as usize - 1]
+    }
+}
+
+impl ProcNode {
+    fn output(&self) -> PathBuf {
+        self.dir.join(format!("node-{}.{}.log", self.id, self.starts))
+    }
+
+    /// Starts the process and waits until it prints its ticket, which it does once it has started
+    /// Raft and, on a first start, bootstrapped or joined.
+    async fn start(&mut self) {
+        self.starts += 1;
+        let out = File::create(self.output()).unwrap();
+        let child = Command::new(BIN)
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the node binary starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = std::fs::read_to_string(self.output()).unwrap_or_default();
+            if let Some(ticket) = text.lines().skip_while(|l| !l.ends_with("ticket:")).nth(1) {
+                self.ticket = ticket.trim().to_owned();
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("node {} exited with {status} before it was up:\n{text}", self.id);
+            }
+            assert!(Instant::now() < deadline, "node {} not up after {WAIT:?}:\n{text}", self.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILLs the process, if it runs.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn channel(&self) -> duet::Channel {
+        let ticket = self.ticket.parse().expect("the printed ticket parses");
+        NodeChannel::connect(&ticket, Via::Grpc, &TransportConfig::default()).await.expect("a client channel").channel
+    }
+
+    async fn vm_names(&self) -> Vec<String> {
+        let mut client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        let vms = client.list_vms(ListVmsRequest {}).await.expect("ListVms").into_inner().vms;
+        vms.into_iter().map(|vm| vm.name).collect()
+    }
+
+    async fn raft_status(&self) -> RaftStatusReply {
+        let mut client = ClusterStatusClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        client.get_raft_status(GetRaftStatusRequest {}).await.expect("GetRaftStatus").into_inner()
+    }
+
+    /// Creates a VM through this node, retrying while there is no leader.
+    async fn create_vm(&self, name: &str) {
+        let mut client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        let request = CreateVmRequest { name: name.into(), vcpus: 1, memory_mib: 64, image: String::new() };
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match client.create_vm(request.clone()).await {
+                Ok(_) => return,
+                // A retry after a commit whose reply was lost finds the VM there.
+                Err(e) if e.code() == duet::Code::AlreadyExists => return,
+                Err(e) if Instant::now() < deadline && e.code() == duet::Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("creating {name} through node {}: {e}", self.id),
+            }
+        }
+    }
+
+    /// Waits until this node lists every VM in `names`.
+    async fn wait_for_vms(&self, names: &[&str]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let listed = self.vm_names().await;
+            if names.iter().all(|n| listed.iter().any(|l| l == n)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "node {} lists {listed:?}, not all of {names:?}", self.id);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_restarted_from_their_data_dir_keep_their_log_and_state() {
+    let started = Instant::now();
+    let mut procs = Procs::new();
+    for id in 1..=3 {
+        procs.node(id).start().await;
+    }
+    procs.node(1).create_vm("before-kill").await;
+    procs.node(3).wait_for_vms(&["before-kill"]).await;
+    let before = procs.node(3).raft_status().await;
+
+    // SIGKILL a follower; the other two go on without it.
+    procs.node(3).kill();
+    procs.node(1).create_vm("while-down").await;
+    let ticket = procs.node(3).ticket.clone();
+    procs.node(3).start().await;
+    assert_eq!(procs.node(3).ticket, ticket, "same ports and Iroh key: the ticket its peers know it by");
+    let after = procs.node(3).raft_status().await;
+    assert!(after.last_log_index >= before.last_log_index, "log lost: {after:?} after {before:?}");
+    assert!(after.term >= before.term, "vote lost: {after:?} after {before:?}");
+    procs.node(3).wait_for_vms(&["before-kill", "while-down"]).await;
+    let mut status = ClusterStatusClient::new(procs.node(1).channel().await).with_default_timeout(WAIT);
+    let members = status.get_cluster_status(GetClusterStatusRequest {}).await.unwrap().into_inner().members;
+    assert_eq!(members.iter().filter(|m| m.voter).map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // SIGKILL everyone. Node 3 started alone has no one to learn from: what it serves is its disk.
+    let before = procs.node(3).raft_status().await;
+    for id in 1..=3 {
+        procs.node(id).kill();
+    }
+    procs.node(3).start().await;
+    let alone = procs.node(3).raft_status().await;
+    assert!(alone.last_log_index >= before.last_log_index, "log lost: {alone:?} after {before:?}");
+    assert!(alone.last_applied_index >= before.last_applied_index, "committed entries not re-applied: {alone:?}");
+    let mut listed = procs.node(3).vm_names().await;
+    listed.sort();
+    assert_eq!(listed, ["before-kill", "while-down"]);
+
+    // The others come back from their own disks; the cluster elects a leader and takes writes.
+    procs.node(1).start().await;
+    procs.node(2).start().await;
+    procs.node(2).create_vm("after-restart").await;
+    for id in 1..=3 {
+        procs.node(id).wait_for_vms(&["before-kill", "while-down", "after-restart"]).await;
+    }
+    eprintln!("process restart test took {:?}", started.elapsed());
+}
