@@ -86,3 +86,18 @@ impl Running {
         self.connector.endpoint().close().await;
     }
 }
+
+/// Binds an offline endpoint with `key` at `addr`, as a restarted peer does. A closed endpoint's UDP
+/// socket is released in the background, so the port may still be taken for a moment: retry for up
+/// to 2 s.
+pub async fn rebind(key: iroh::SecretKey, addr: std::net::SocketAddr) -> iroh::Endpoint {
+    let mut last = None;
+    for _ in 0..100 {
+        match duet::iroh::endpoint::offline_builder_at(addr).secret_key(key.clone()).bind().await {
+            Ok(ep) => return ep,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{addr} still taken after 2 s: {last:?}")
+}

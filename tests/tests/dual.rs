@@ -26,7 +26,7 @@ fn config(migration: &str) -> TransportConfig {
 }
 
 async fn bind(key: SecretKey, addr: SocketAddr) -> Endpoint {
-    endpoint::offline_builder_at(addr).secret_key(key).bind().await.unwrap()
+    duet_tests::harness::rebind(key, addr).await
 }
 
 fn text(t: impl Into<String>) -> EchoRequest {

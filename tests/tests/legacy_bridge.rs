@@ -72,7 +72,7 @@ async fn a_plain_tonic_service_and_client_over_iroh_beside_native_services() {
 
     // The peer restarts (same key, same port): tonic reconnects through the bridge on its own.
     server.stop_iroh().await;
-    server.start_iroh(endpoint::offline_builder_at(socket).secret_key(key).bind().await.unwrap());
+    server.start_iroh(duet_tests::harness::rebind(key, socket).await);
     let mut recovered = false;
     for _ in 0..50 {
         if client.empty_call(()).await.is_ok() {

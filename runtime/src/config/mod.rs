@@ -138,6 +138,14 @@ pub struct IrohConfig {
     /// How long a QUIC connection may hear nothing from its peer before it is declared dead, in
     /// milliseconds (default 15000; see [`crate::iroh::endpoint::IDLE_TIMEOUT`]).
     pub idle_timeout_ms: u64,
+    /// QUIC receive window per stream (per call), bytes: how much one call may have in flight
+    /// unacknowledged (default and most 1 MiB; see [`crate::iroh::endpoint::STREAM_RECEIVE_WINDOW`]).
+    pub stream_receive_window: u32,
+    /// QUIC receive window per connection (all calls to one peer together), bytes (default 16 MiB).
+    pub receive_window: u32,
+    /// QUIC send window per connection, bytes (default 16 MiB): raise both windows for peers far away
+    /// (window ≥ bandwidth × round-trip time).
+    pub send_window: u64,
 }
 
 impl Default for IrohConfig {
@@ -152,6 +160,9 @@ impl Default for IrohConfig {
             connect_timeout_ms: 5_000,
             allowed_peers: vec![],
             idle_timeout_ms: crate::iroh::endpoint::IDLE_TIMEOUT.as_millis() as u64,
+            stream_receive_window: crate::iroh::endpoint::STREAM_RECEIVE_WINDOW,
+            receive_window: crate::iroh::endpoint::RECEIVE_WINDOW,
+            send_window: u64::from(crate::iroh::endpoint::RECEIVE_WINDOW),
         }
     }
 }

@@ -97,6 +97,32 @@ impl TransportConfig {
                  found in minutes at most (default 15000)",
             ));
         }
+        let stream_max = crate::iroh::endpoint::STREAM_RECEIVE_WINDOW;
+        if !(16 * 1024..=stream_max).contains(&self.iroh.stream_receive_window) {
+            return Err(ConfigError::new(
+                "transport.iroh.stream_receive_window",
+                format!(
+                    "is {}; give 16384 to {stream_max} bytes (the default and the most: iroh's QUIC stack drops \
+                     connections whose streams have more out-of-order pieces than a larger window allows)",
+                    self.iroh.stream_receive_window
+                ),
+            ));
+        }
+        if !(self.iroh.stream_receive_window..=1 << 30).contains(&self.iroh.receive_window) {
+            return Err(ConfigError::new(
+                "transport.iroh.receive_window",
+                format!(
+                    "is {}; give stream_receive_window ({}) to 1073741824 bytes (default 16777216)",
+                    self.iroh.receive_window, self.iroh.stream_receive_window
+                ),
+            ));
+        }
+        if !(64 * 1024..=1 << 30).contains(&self.iroh.send_window) {
+            return Err(ConfigError::new(
+                "transport.iroh.send_window",
+                format!("is {}; give 65536 to 1073741824 bytes (default 16777216)", self.iroh.send_window),
+            ));
+        }
         if self.iroh.connect_timeout_ms == 0 {
             return Err(ConfigError::new("transport.iroh.connect_timeout_ms", "must be positive (default 5000)"));
         }

@@ -13,6 +13,9 @@ use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Connection receive window: room for many streams in flight at once.
 pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+/// Concurrent streams a peer may open on a connection before duet's server sets its own limit
+/// (`Server::max_concurrent_calls_per_connection`) on the connection.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// How long a connection may go without hearing from the peer before it is declared dead (default of
 /// `[transport.iroh] idle_timeout_ms`). A peer process that dies sends no goodbye over UDP, and a
@@ -35,16 +38,34 @@ pub fn transport_config() -> QuicTransportConfig {
 /// [`transport_config`] with another idle timeout (at least 1 s; keep-alives stay every
 /// [`KEEP_ALIVE`], so use a timeout several times as long).
 pub fn transport_config_with_idle(idle_timeout: Duration) -> QuicTransportConfig {
-    let idle = idle_timeout
+    let config = crate::config::IrohConfig {
+        idle_timeout_ms: u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        ..Default::default()
+    };
+    transport_config_for(&config)
+}
+
+/// The QUIC transport settings `[transport.iroh]` asks for: its idle timeout (at least 1 s) and
+/// windows, with keep-alives every [`KEEP_ALIVE`].
+///
+/// ```
+/// let cfg = duet::Config::from_toml("[transport.iroh]\nreceive_window = 67108864\nsend_window = 67108864")?;
+/// let quic = duet::iroh::endpoint::transport_config_for(&cfg.transport.iroh);
+/// # let _ = quic;
+/// # Ok::<(), duet::ConfigError>(())
+/// ```
+pub fn transport_config_for(cfg: &crate::config::IrohConfig) -> QuicTransportConfig {
+    let idle = cfg
+        .idle_timeout()
         .max(Duration::from_secs(1))
         .try_into()
         .unwrap_or_else(|_| IDLE_TIMEOUT.try_into().expect("15 s is a valid QUIC idle timeout"));
     QuicTransportConfig::builder()
         .max_idle_timeout(Some(idle))
-        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
-        .receive_window(VarInt::from_u32(RECEIVE_WINDOW))
-        .send_window(u64::from(RECEIVE_WINDOW))
-        .max_concurrent_bidi_streams(VarInt::from_u32(1024))
+        .stream_receive_window(VarInt::from_u32(cfg.stream_receive_window))
+        .receive_window(VarInt::from_u32(cfg.receive_window))
+        .send_window(cfg.send_window)
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
         .keep_alive_interval(KEEP_ALIVE)
         .build()
 }
@@ -118,7 +139,7 @@ pub async fn bind_from_config_with_key(
         None => builder.relay_mode(RelayMode::Disabled),
     };
     let builder = builder
-        .transport_config(transport_config_with_idle(cfg.idle_timeout()))
+        .transport_config(transport_config_for(cfg))
         .portmapper_config(PortmapperConfig::Disabled)
         .clear_ip_transports()
         .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.discovery_port))
