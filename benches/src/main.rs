@@ -26,6 +26,9 @@ struct Cli {
     /// Contenders to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     contenders: Vec<Contender>,
+    /// Workload groups to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Group>,
     /// Rounds of every workload on every contender (the table shows each cell's median).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -43,6 +46,19 @@ enum Cmd {
         #[arg(value_enum)]
         contender: Contender,
     },
+}
+
+/// Groups of workloads, to run part of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Group {
+    /// Connection setup.
+    Setup,
+    /// Unary latency and throughput, and server memory.
+    Unary,
+    /// 64 MiB download and upload.
+    Streaming,
+    /// The Raft-shaped mix.
+    Raft,
 }
 
 struct ServerProcess(Child);
@@ -103,10 +119,13 @@ enum Step {
     Raft,
 }
 
+/// One row's samples: name, unit, whether more is better, and the values per contender index.
+type SampleRow = (String, &'static str, bool, std::collections::BTreeMap<usize, Vec<f64>>);
+
 /// Samples per row and contender, across rounds; the table gets each one's median.
 #[derive(Default)]
 struct Samples {
-    rows: Vec<(String, &'static str, bool, std::collections::BTreeMap<usize, Vec<f64>>)>,
+    rows: Vec<SampleRow>,
 }
 
 impl Samples {
@@ -193,19 +212,36 @@ async fn run_step(
 /// on every contender in turn, round after round, starting with a different contender each round:
 /// a slow minute on this shared machine then touches every contender alike, and the table takes
 /// each cell's median over the rounds.
-async fn measure_all(contenders: &[Contender], plan: &Plan) -> Result<Results, Box<dyn std::error::Error>> {
+async fn measure_all(
+    contenders: &[Contender],
+    groups: &[Group],
+    plan: &Plan,
+) -> Result<Results, Box<dyn std::error::Error>> {
+    let all = [Group::Setup, Group::Unary, Group::Streaming, Group::Raft];
+    let groups = if groups.is_empty() { &all[..] } else { groups };
     let mut lives = vec![];
     for c in contenders {
         lives.push(start(*c).await?);
     }
-    let mut steps = vec![Step::Setup];
-    for i in 0..plan.payloads.len() {
-        steps.push(Step::Latency(i));
-        for callers in plan.callers {
-            steps.push(Step::Throughput(i, callers));
-        }
+    let mut steps = vec![];
+    if groups.contains(&Group::Setup) {
+        steps.push(Step::Setup);
     }
-    steps.extend([Step::Memory, Step::Download, Step::Upload, Step::Raft]);
+    if groups.contains(&Group::Unary) {
+        for i in 0..plan.payloads.len() {
+            steps.push(Step::Latency(i));
+            for callers in plan.callers {
+                steps.push(Step::Throughput(i, callers));
+            }
+        }
+        steps.push(Step::Memory);
+    }
+    if groups.contains(&Group::Streaming) {
+        steps.extend([Step::Download, Step::Upload]);
+    }
+    if groups.contains(&Group::Raft) {
+        steps.push(Step::Raft);
+    }
     let mut samples = Samples::default();
     for round in 0..plan.rounds {
         eprintln!("round {} of {}", round + 1, plan.rounds);
@@ -253,7 +289,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let contenders = if cli.contenders.is_empty() { Contender::ALL.to_vec() } else { cli.contenders.clone() };
-    let results = measure_all(&contenders, &plan).await?;
+    let results = measure_all(&contenders, &cli.workloads, &plan).await?;
     let table = results.markdown(&contenders);
     println!("{table}");
     std::fs::create_dir_all(&cli.out)?;
