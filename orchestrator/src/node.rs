@@ -80,6 +80,9 @@ pub struct NodeDisk {
     pub iroh_port: Option<u16>,
     /// The Iroh secret key the node had, so its endpoint id (in its peers' Raft membership) stays.
     pub iroh_key: Option<iroh::SecretKey>,
+    /// With `node.data_dir`: the directory's lock, held while any clone of this disk lives, so a
+    /// second process started on the same directory is refused instead of corrupting the log.
+    pub lock: Option<Arc<std::fs::File>>,
 }
 
 impl NodeDisk {
@@ -97,10 +100,21 @@ impl NodeDisk {
                 grpc_addr: None,
                 iroh_port: None,
                 iroh_key: None,
+                lock: None,
             });
         };
         let storage = |path: PathBuf| move |source| NodeError::Storage { path, source };
         std::fs::create_dir_all(dir).map_err(storage(dir.clone()))?;
+        let lock = std::fs::File::create(dir.join("lock")).map_err(storage(dir.clone()))?;
+        if let Err(e) = lock.try_lock() {
+            let source = match e {
+                std::fs::TryLockError::WouldBlock => std::io::Error::other(
+                    "in use by another node process (its lock file is held); give each node its own data_dir",
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            };
+            return Err(NodeError::Storage { path: dir.clone(), source });
+        }
         let (raft, images) = (dir.join("raft"), dir.join("images"));
         let iroh = &config.transport.iroh;
         let iroh_key = match config.transport.mode {
@@ -116,6 +130,7 @@ impl NodeDisk {
             grpc_addr: None,
             iroh_port: None,
             iroh_key,
+            lock: Some(Arc::new(lock)),
         })
     }
 }
