@@ -132,9 +132,6 @@ impl NodeConfig {
             ));
         }
         self.join_tickets()?;
-        if node.max_image_bytes == 0 {
-            return Err(ConfigError::new("node.max_image_bytes", "is 0; give the largest image size in bytes"));
-        }
         if let Some(dir) = &node.data_dir {
             if dir.as_os_str().is_empty() {
                 return Err(ConfigError::new("node.data_dir", "is empty; give a directory, or leave it out"));
@@ -145,6 +142,27 @@ impl NodeConfig {
                     format!("{} exists and is not a directory", dir.display()),
                 ));
             }
+        }
+        if node.data_dir.is_some() {
+            // Peers know a node by its ticket: a restart on new ports would leave them calling the old.
+            let t = &self.transport;
+            if t.mode != duet::Mode::Iroh && t.grpc.bind_address.port() == 0 {
+                return Err(ConfigError::new(
+                    "transport.grpc.bind_address",
+                    "has port 0 but node.data_dir is set: a restarted node would get a new port and its \
+                     peers would not find it; give a fixed port",
+                ));
+            }
+            if t.mode != duet::Mode::Grpc && t.iroh.discovery_port == 0 {
+                return Err(ConfigError::new(
+                    "transport.iroh.discovery_port",
+                    "is 0 but node.data_dir is set: a restarted node would get a new port and its peers \
+                     would not find it; give a fixed UDP port",
+                ));
+            }
+        }
+        if node.max_image_bytes == 0 {
+            return Err(ConfigError::new("node.max_image_bytes", "is 0; give the largest image size in bytes"));
         }
         if !(10..=10_000).contains(&node.heartbeat_ms) {
             return Err(ConfigError::new(
@@ -191,8 +209,21 @@ mod tests {
         assert_eq!(refused.key(), "node.data_dir");
         assert!(refused.to_string().contains("not a directory"), "{refused}");
         let dir = tempfile::tempdir().unwrap();
-        let ok = format!("[node]\nid = 1\nbootstrap = true\ndata_dir = {:?}", dir.path().join("new"));
+        let ok = format!(
+            "[node]\nid = 1\nbootstrap = true\ndata_dir = {:?}\n[transport.grpc]\nbind_address = \"127.0.0.1:7001\"\n\
+             [transport.iroh]\ndiscovery_port = 7101",
+            dir.path().join("new")
+        );
         assert_eq!(NodeConfig::from_toml(&ok).unwrap().node.data_dir, Some(dir.path().join("new")));
+        let dir = std::env::temp_dir().display().to_string().replace('\\', "/");
+        let ports = |grpc: u16, udp: u16| {
+            format!(
+                "[node]\nid = 1\nbootstrap = true\ndata_dir = \"{dir}\"\n[transport.grpc]\nbind_address = \"127.0.0.1:{grpc}\"\n[transport.iroh]\ndiscovery_port = {udp}"
+            )
+        };
+        assert_eq!(err(&ports(0, 7101)).key(), "transport.grpc.bind_address");
+        assert_eq!(err(&ports(7001, 0)).key(), "transport.iroh.discovery_port");
+        NodeConfig::from_toml(&ports(7001, 7101)).expect("fixed ports with a data_dir");
         let typo = err("[node]\nid = 1\nbootstap = true").to_string();
         assert!(typo.contains("bootstap"), "{typo}");
     }

@@ -87,7 +87,13 @@ pub struct ImageStore {
     images: Arc<Mutex<BTreeMap<String, Held>>>,
     max_bytes: u64,
     dir: Option<Arc<ImageDir>>,
+    /// Transfers being received at once: each holds up to `max_bytes` in memory until verified.
+    receiving: Arc<tokio::sync::Semaphore>,
 }
+
+/// Images a node receives at once (uploads and pulls); more wait their turn, so memory stays within
+/// this many times `node.max_image_bytes`.
+pub const CONCURRENT_TRANSFERS: usize = 4;
 
 /// One image of the store.
 #[derive(Debug, Clone)]
@@ -100,7 +106,7 @@ enum Held {
 impl ImageStore {
     /// An empty in-memory store accepting images up to `max_bytes` each.
     pub fn new(max_bytes: u64) -> Self {
-        Self { images: Default::default(), max_bytes, dir: None }
+        Self { images: Default::default(), max_bytes, dir: None, receiving: Self::transfer_slots() }
     }
 
     /// A store keeping images as files in `dir` (created if missing), holding the images already
@@ -109,7 +115,16 @@ impl ImageStore {
         let dir = ImageDir::open(dir.as_ref())?;
         let found = dir.list(|name| check_name(name).is_ok())?;
         let images = found.into_iter().map(|(name, blake3)| (name, Held::File(blake3))).collect();
-        Ok(Self { images: Arc::new(Mutex::new(images)), max_bytes, dir: Some(Arc::new(dir)) })
+        Ok(Self {
+            images: Arc::new(Mutex::new(images)),
+            max_bytes,
+            dir: Some(Arc::new(dir)),
+            receiving: Self::transfer_slots(),
+        })
+    }
+
+    fn transfer_slots() -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(CONCURRENT_TRANSFERS))
     }
 
     /// The largest image accepted.
@@ -167,6 +182,7 @@ impl ImageStore {
     where
         S: Stream<Item = Result<ImageChunk, Status>> + Unpin,
     {
+        let _slot = self.receiving.acquire().await.map_err(|_| Status::unavailable("the image store is closed"))?;
         let first = chunks.next().await.ok_or_else(|| Status::invalid_argument("empty upload: no chunks"))??;
         let header = first.header.clone().ok_or_else(|| Status::invalid_argument("the first chunk has no header"))?;
         check_name(&header.name)?;

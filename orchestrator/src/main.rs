@@ -39,8 +39,8 @@ enum Command {
     /// Start a cluster of nodes in this process (Dual mode, offline), elect a leader, create and start
     /// a VM, move an image between nodes, print the table; then serve until Ctrl-C (or exit: --demo).
     Cluster {
-        /// Number of nodes (3 or more).
-        #[arg(long, default_value_t = 3)]
+        /// Number of nodes (3 to 9).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=9))]
         nodes: u64,
         /// Exit after the demo instead of serving.
         #[arg(long)]
@@ -140,16 +140,20 @@ enum Call {
     },
 }
 
-fn install_metrics(http: Option<SocketAddr>) -> Option<PrometheusHandle> {
+/// Installs the process's Prometheus recorder, serving it over HTTP at `http` if given.
+fn install_metrics(http: Option<SocketAddr>) -> Result<Option<PrometheusHandle>, String> {
     let builder = PrometheusBuilder::new();
     match http {
-        None => builder.install_recorder().ok(),
+        None => Ok(builder.install_recorder().ok()),
         Some(addr) => {
-            let (recorder, exporter) = builder.with_http_listener(addr).build().ok()?;
+            let (recorder, exporter) = builder
+                .with_http_listener(addr)
+                .build()
+                .map_err(|e| format!("invalid config: `node.metrics_address`: cannot serve metrics on {addr}: {e}"))?;
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
+            metrics::set_global_recorder(recorder).map_err(|e| format!("metrics recorder: {e}"))?;
             tokio::spawn(exporter);
-            Some(handle)
+            Ok(Some(handle))
         }
     }
 }
@@ -172,7 +176,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(path) => NodeConfig::from_file(path)?.transport,
                 None => NodeConfig::embedded(1).transport,
             };
-            let metrics = install_metrics(None);
+            let metrics = install_metrics(None)?;
             let started = std::time::Instant::now();
             let cluster = Cluster::start(nodes, |t| *t = base.clone(), metrics).await?;
             println!(
@@ -213,8 +217,18 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         }
         Command::Node { config } => {
-            let config = NodeConfig::from_file(&config)?;
-            let metrics = install_metrics(config.node.metrics_address);
+            let path = config;
+            let config = NodeConfig::from_file(&path)?;
+            if config.node.bootstrap && config.node.data_dir.is_none() {
+                return Err(format!(
+                    "{}: invalid config: `node.bootstrap` is true but `node.data_dir` is not set: run as its own \
+                     process, this node would start a new cluster on every restart, under ids the old one still \
+                     uses; set data_dir (or use `cluster` for an in-memory demo)",
+                    path.display()
+                )
+                .into());
+            }
+            let metrics = install_metrics(config.node.metrics_address)?;
             let node = Node::start(&config, NodeOptions { metrics, ..NodeOptions::default() }).await?;
             println!("node {} ({}) up; ticket:\n{}", node.id(), config.node.name, node.ticket());
             tokio::signal::ctrl_c().await?;

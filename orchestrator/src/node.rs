@@ -24,11 +24,11 @@ use crate::pb::orchestrator::v1::{
     ClusterStatusClient, ClusterStatusServer, ImageServiceServer, JoinClusterRequest, MonitoringServer, RaftPayload,
     RaftServiceClient, RaftServiceServer, VmServiceServer,
 };
-use crate::raft::{LogStore, Member, Raft, RaftRpc, RaftSender, StateMachineStore};
+use crate::raft::{Applied, LogStore, Member, Raft, RaftRpc, RaftSender, StateMachineStore};
 use crate::services::{
     ClusterStatusService, HealthService, ImageServiceImpl, MonitoringService, RaftServiceImpl, VmServiceImpl,
 };
-use crate::state::{NodeId, Outcome};
+use crate::state::{NodeId, Outcome, VmRecord, VmState};
 
 /// Deadline of a call to a peer (Raft RPCs use openraft's own, shorter, per-RPC deadlines).
 pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,11 +115,17 @@ impl NodeDisk {
             };
             return Err(NodeError::Storage { path: dir.clone(), source });
         }
+        check_node_id(dir, config.node.id).map_err(storage(dir.clone()))?;
         let (raft, images) = (dir.join("raft"), dir.join("images"));
         let iroh = &config.transport.iroh;
         let iroh_key = match config.transport.mode {
             Mode::Dual | Mode::Iroh if iroh.secret_key_file.is_none() => {
-                Some(duet::iroh::endpoint::load_or_create_key(&dir.join("iroh.key"))?)
+                let path = dir.join("iroh.key");
+                let key = duet::iroh::endpoint::load_or_create_key(&path).map_err(|e| NodeError::Storage {
+                    path: path.clone(),
+                    source: std::io::Error::other(format!("{e}; restore the file, or delete it to take a new Iroh id")),
+                })?;
+                Some(key)
             }
             _ => None,
         };
@@ -132,6 +138,21 @@ impl NodeDisk {
             iroh_key,
             lock: Some(Arc::new(lock)),
         })
+    }
+}
+
+/// Records which node a data directory belongs to on first use, and refuses it to any other node:
+/// another node's vote and log would break Raft's guarantees.
+fn check_node_id(dir: &std::path::Path, id: NodeId) -> std::io::Result<()> {
+    let path = dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim() == id.to_string() => Ok(()),
+        Ok(text) => Err(std::io::Error::other(format!(
+            "belongs to node {} (its node-id file), not node.id = {id}; give each node its own data_dir",
+            text.trim()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::write(&path, format!("{id}\n")),
+        Err(e) => Err(e),
     }
 }
 
@@ -247,6 +268,8 @@ impl Node {
         let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector));
         let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
         let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
+        // Subscribed before Raft starts: starting re-applies the committed log.
+        let applied = disk.state_machine.subscribe();
         let raft =
             crate::raft::start(config.node.id, raft_config, sender, disk.log.clone(), disk.state_machine.clone())
                 .await
@@ -298,7 +321,7 @@ impl Node {
 
         let tasks = vec![
             tokio::spawn(health_task(raft.clone(), config.node.id, health_tx)),
-            tokio::spawn(applied_task(ctx.clone())),
+            tokio::spawn(applied_task(ctx.clone(), applied)),
         ];
         let node = Node { ctx, server, disk, tasks };
         if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
@@ -372,6 +395,11 @@ impl Node {
         &self.ctx.backend
     }
 
+    /// A copy of the replicated state as this node has applied it.
+    pub fn state(&self) -> crate::state::ClusterState {
+        self.ctx.state().clone()
+    }
+
     /// The config the node would restart with: its disk.
     pub fn disk(&self) -> NodeDisk {
         self.disk.clone()
@@ -415,27 +443,61 @@ async fn health_task(raft: Raft, id: NodeId, health: watch::Sender<ServingStatus
     }
 }
 
-/// Hands every committed VM change placed on this node to its hypervisor.
-async fn applied_task(ctx: Arc<Ctx>) {
-    let mut applied = ctx.sm.subscribe();
+/// How often the hypervisor is brought in line with the whole replicated state, besides each change.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+
+/// Hands every committed VM change placed on this node to its hypervisor, and every
+/// [`RECONCILE_EVERY`] (and at start) the whole state: changes that arrive without an event (the
+/// log re-applied at start, an installed snapshot, a lagging feed) reach the hypervisor too.
+async fn applied_task(ctx: Arc<Ctx>, mut applied: tokio::sync::broadcast::Receiver<Applied>) {
+    let mut every = tokio::time::interval(RECONCILE_EVERY);
     loop {
-        match applied.recv().await {
-            Ok(a) => {
-                if let Outcome::Vm(vm) = &a.outcome
-                    && vm.host == ctx.id
-                    && let Err(e) = ctx.backend.reconcile(vm)
-                {
-                    tracing::error!(vm = %vm.name, error = %e, "the hypervisor could not apply a committed change");
+        tokio::select! {
+            _ = every.tick() => reconcile_all(&ctx),
+            next = applied.recv() => match next {
+                Ok(a) => {
+                    if let Outcome::Vm(vm) = &a.outcome
+                        && vm.host == ctx.id
+                        && let Err(e) = ctx.backend.reconcile(vm)
+                    {
+                        tracing::error!(vm = %vm.name, error = %e, "the hypervisor could not apply a committed change");
+                    }
                 }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "applied-change feed lagged; reconciling from the full state");
-                let vms: Vec<_> = ctx.state().vms.values().filter(|vm| vm.host == ctx.id).cloned().collect();
-                for vm in vms {
-                    let _ = ctx.backend.reconcile(&vm);
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "applied-change feed lagged; reconciling from the full state");
+                    reconcile_all(&ctx);
                 }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Makes the hypervisor hold exactly the VMs the state places on this node, in their state.
+fn reconcile_all(ctx: &Ctx) {
+    let (here, gone): (Vec<VmRecord>, Vec<VmRecord>) = {
+        let state = ctx.state();
+        let here = state.vms.values().filter(|vm| vm.host == ctx.id).cloned().collect();
+        let gone = ctx
+            .backend
+            .inventory()
+            .into_keys()
+            .filter(|name| state.vms.get(name).is_none_or(|vm| vm.host != ctx.id))
+            .map(|name| VmRecord {
+                name,
+                vcpus: 0,
+                memory_mib: 0,
+                image: String::new(),
+                state: VmState::Deleted,
+                host: ctx.id,
+                revision: 0,
+            })
+            .collect();
+        (here, gone)
+    };
+    for vm in here.iter().chain(&gone) {
+        if let Err(e) = ctx.backend.reconcile(vm) {
+            tracing::error!(vm = %vm.name, error = %e, "the hypervisor could not reconcile a VM");
         }
     }
 }

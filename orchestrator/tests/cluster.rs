@@ -77,6 +77,25 @@ async fn visible_everywhere(cluster: &Cluster, names: &[&str], via: Via, transpo
     }
 }
 
+/// Waits until every running node's hypervisor holds exactly the VMs its applied state places on it,
+/// in their state: what a restarted node (whose simulated hypervisor starts empty) must rebuild.
+async fn hypervisors_match_state(cluster: &Cluster) {
+    for id in cluster.running() {
+        let node = cluster.node(id);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let want: std::collections::BTreeMap<_, _> =
+                node.state().vms.into_values().filter(|vm| vm.host == id).map(|vm| (vm.name, vm.state)).collect();
+            let have = node.backend().inventory();
+            if have == want {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "node {id}: hypervisor has {have:?}, state says {want:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 /// The transports Raft's calls went over, as the nodes recorded them.
 fn raft_transports(calls: &CallLog) -> Vec<(String, u64)> {
     calls.rows().into_iter().filter(|r| r.phase == "5 raft").map(|r| (r.transport, r.count)).collect()
@@ -93,6 +112,7 @@ async fn scenario(cluster: &mut Cluster, via: Via, transport: &TransportConfig) 
     create(cluster, leader, "vm-b", via, transport).await;
     cluster.restart(follower).await.expect("follower restarts");
     visible_everywhere(cluster, &["vm-a", "vm-b"], via, transport).await;
+    hypervisors_match_state(cluster).await;
 
     cluster.kill(leader).await;
     let new_leader = cluster.leader(WAIT).await.expect("a new leader after the old one died");
@@ -104,30 +124,27 @@ async fn scenario(cluster: &mut Cluster, via: Via, transport: &TransportConfig) 
     visible_everywhere(cluster, &["vm-a", "vm-b", "vm-c"], via, transport).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn raft_over_iroh() {
-    let setup = everything_on(Mode::Iroh, RaftTransport::AlwaysIroh);
+/// The scenario with every node and client on one transport; Raft must use only that one.
+async fn on_one_transport(mode: Mode, raft: RaftTransport, via: Via, used: &str, unused: &str) {
+    let setup = everything_on(mode, raft);
     let mut transport = TransportConfig::default();
     setup(&mut transport);
     let mut cluster = Cluster::start(3, &setup, None).await.expect("cluster starts");
-    scenario(&mut cluster, Via::Iroh, &transport).await;
+    scenario(&mut cluster, via, &transport).await;
     let raft = raft_transports(cluster.calls());
-    assert!(raft.iter().any(|(t, n)| t == "iroh" && *n > 10), "{raft:?}");
-    assert!(!raft.iter().any(|(t, _)| t == "grpc"), "{raft:?}");
+    assert!(raft.iter().any(|(t, n)| t == used && *n > 10), "{raft:?}");
+    assert!(!raft.iter().any(|(t, _)| t == unused), "{raft:?}");
     cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_over_iroh() {
+    on_one_transport(Mode::Iroh, RaftTransport::AlwaysIroh, Via::Iroh, "iroh", "grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raft_over_grpc() {
-    let setup = everything_on(Mode::Grpc, RaftTransport::AlwaysGrpc);
-    let mut transport = TransportConfig::default();
-    setup(&mut transport);
-    let mut cluster = Cluster::start(3, &setup, None).await.expect("cluster starts");
-    scenario(&mut cluster, Via::Grpc, &transport).await;
-    let raft = raft_transports(cluster.calls());
-    assert!(raft.iter().any(|(t, n)| t == "grpc" && *n > 10), "{raft:?}");
-    assert!(!raft.iter().any(|(t, _)| t == "iroh"), "{raft:?}");
-    cluster.shutdown().await;
+    on_one_transport(Mode::Grpc, RaftTransport::AlwaysGrpc, Via::Grpc, "grpc", "iroh").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,3 +38,17 @@ fn a_config_mistake_names_its_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`node.join`") && stderr.contains("node.toml"), "{stderr}");
 }
+
+#[test]
+fn a_bootstrapping_node_process_without_a_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "[node]\nid = 1\nbootstrap = true\n").expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
+        .args(["node", "--config", path.to_str().expect("utf-8 path")])
+        .output()
+        .expect("the binary runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`node.bootstrap`") && stderr.contains("`node.data_dir`"), "{stderr}");
+}

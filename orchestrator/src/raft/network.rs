@@ -167,7 +167,21 @@ pub async fn serve_rpc(raft: &Raft, rpc: RaftRpc, payload: &[u8]) -> Result<Vec<
     match rpc {
         RaftRpc::AppendEntries => encode(&raft.append_entries(decode(rpc, payload)?).await),
         RaftRpc::Vote => encode(&raft.vote(decode(rpc, payload)?).await),
-        RaftRpc::InstallSnapshot => encode(&raft.install_snapshot(decode(rpc, payload)?).await),
+        RaftRpc::InstallSnapshot => {
+            let req: InstallSnapshotRequest = decode(rpc, payload)?;
+            // openraft writes the chunk at `offset` into an in-memory snapshot buffer: a peer's huge
+            // offset would make it allocate that much. No snapshot larger than a disk record could
+            // be kept anyway.
+            let end = req.offset.checked_add(req.data.len() as u64);
+            if end.is_none_or(|end| end > super::disk::MAX_RECORD as u64) {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot chunk at offset {} runs past the {} MiB snapshot limit",
+                    req.offset,
+                    super::disk::MAX_RECORD >> 20
+                )));
+            }
+            encode(&raft.install_snapshot(req).await)
+        }
     }
 }
 

@@ -95,16 +95,29 @@ impl ClusterStatus for ClusterStatusService {
         let member = Member { name: join.name.clone(), ticket: join.ticket.clone() };
         let _one_at_a_time = ctx.join_lock.lock().await;
         let known = ctx.members().into_iter().find(|(id, _, _)| *id == join.id);
-        if let Some((_, m, true)) = &known
-            && *m == member
-        {
-            return Ok(Response::new(cluster_status(ctx)));
+        if let Some((_, m, voter)) = &known {
+            if m.ticket != member.ticket {
+                // openraft keeps a member's first address; a different one would never be used.
+                return Err(Status::failed_precondition(format!(
+                    "node {} is a member reachable at {}, not {}; restart it with that ticket (fixed \
+                     ports and its data_dir, which keeps its Iroh key), or join under a new id",
+                    join.id, m.ticket, member.ticket
+                )));
+            }
+            if *voter {
+                return Ok(Response::new(cluster_status(ctx)));
+            }
         }
         let leader_only = |e: RaftError<u64, ClientWriteError<u64, Member>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => Err(to),
             e => Ok(Status::unavailable(format!("membership change failed: {e}"))),
         };
-        match ctx.raft.add_learner(join.id, member, true).await {
+        // Waits for the learner to catch up, but not forever: the join lock is held meanwhile.
+        let added =
+            tokio::time::timeout(ctx.rpc_timeout * 4, ctx.raft.add_learner(join.id, member, true)).await.map_err(
+                |_| Status::unavailable(format!("node {} did not catch up with the log in time; join again", join.id)),
+            )?;
+        match added {
             Ok(_) => {}
             Err(e) => match leader_only(e) {
                 Ok(status) => return Err(status),

@@ -37,6 +37,18 @@ impl ImageServiceImpl {
             blake3: image.blake3,
             holder: self.0.id,
         };
+        // An image of this name with other content is refused before anything is stored, so a
+        // verified copy this node holds is never overwritten by bytes the cluster will reject.
+        if let Some(known) = self.0.state().images.get(&image.name)
+            && (known.blake3 != image.blake3 || known.size != image.bytes.len() as u64)
+        {
+            return Err(Status::already_exists(format!(
+                "image {:?} exists with other content (size {}, BLAKE3 {}); upload it under another name",
+                image.name,
+                known.size,
+                hex(&known.blake3)
+            )));
+        }
         // Stored first: once the cluster lists this node as a holder, peers may fetch from it at once.
         self.0.images.insert(image);
         match self.0.propose(command, false).await? {

@@ -173,11 +173,61 @@ pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, crate::Er
     }
 }
 
+/// Creates `path` with `contents`, readable by the owner only, all or nothing: written to a temporary
+/// file, synced, then linked into place (failing if `path` exists) and the directory synced, so a
+/// crash leaves either no key file or the whole key, never an empty one.
 fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(contents.as_bytes())
+    let written = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_is_created_private_and_read_back_as_the_same_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node.key");
+        let key = load_or_create_key(&path).expect("created");
+        assert_eq!(load_or_create_key(&path).expect("read back").public(), key.public());
+        let text = std::fs::read_to_string(&path).expect("key file");
+        assert_eq!(text.len(), 64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // No temporary file is left beside it.
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+        // An existing file is never replaced.
+        assert!(write_private(&path, "other").is_err());
+        assert_eq!(load_or_create_key(&path).expect("still the first key").public(), key.public());
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("node.key");
+        std::fs::write(&path, "").expect("write");
+        let err = load_or_create_key(&path).expect_err("an empty file is refused").to_string();
+        assert!(err.contains("secret_key_file") && err.contains("node.key"), "{err}");
+    }
 }
