@@ -24,6 +24,7 @@ use duet_orchestrator::pb::grpc::health::v1::{HealthCheckRequest, HealthClient};
 use duet_orchestrator::pb::orchestrator::v1::{
     ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetMetricsRequest, GetRaftStatusRequest,
     ImageServiceClient, ListImagesRequest, ListVmsRequest, MonitoringClient, PullImageRequest, VmRef, VmServiceClient,
+    WatchVmEventsRequest,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -124,6 +125,8 @@ enum Call {
         /// Name.
         name: String,
     },
+    /// Print VM lifecycle events as the node applies them, until Ctrl-C.
+    WatchVms,
     /// List images and their holders.
     Images,
     /// Upload a file as an image.
@@ -333,6 +336,23 @@ async fn client_call(conn: &NodeChannel, call: Call) -> Result<(), Box<dyn std::
         Call::DeleteVm { name } => {
             let r = VmServiceClient::new(ch).with_default_timeout(t).delete_vm(VmRef { name }).await?;
             println!("over {}: {:?}", via(&r), r.into_inner());
+        }
+        Call::WatchVms => {
+            let r = VmServiceClient::new(ch).watch_vm_events(WatchVmEventsRequest {}).await?;
+            println!("watching over {} (Ctrl-C to stop):", via(&r));
+            let mut events = r.into_inner();
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    event = events.message() => match event? {
+                        Some(e) => {
+                            let vm = e.vm.unwrap_or_default();
+                            println!("  {:<12} {:?} on node {} (revision {}, seen by node {})", vm.name, vm.state(), vm.host_node, vm.revision, e.observed_by);
+                        }
+                        None => break,
+                    },
+                }
+            }
         }
         Call::Images => {
             let r = ImageServiceClient::new(ch).with_default_timeout(t).list_images(ListImagesRequest {}).await?;
