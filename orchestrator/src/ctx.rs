@@ -10,7 +10,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use crate::backend::VmBackend;
 use crate::calls::CallLog;
 use crate::images::ImageStore;
-use crate::pb::orchestrator::v1::{RaftPayload, RaftServiceClient};
+use crate::pb::orchestrator::v1::{ClusterStatusClient, GetRaftStatusRequest, RaftPayload, RaftServiceClient};
 use crate::peers::Peers;
 use crate::raft::{Member, Raft, StateMachineStore};
 use crate::state::{ClusterState, Command, NodeId, Outcome, RejectKind};
@@ -110,6 +110,30 @@ impl Ctx {
             }
             Err(e) => Err(Status::unavailable(format!("raft write failed: {e}"))),
         }
+    }
+
+    /// Waits until this node has applied everything the leader had applied when asked (a read
+    /// index, over the peer connector): a read after it sees every write committed before it, even on
+    /// a follower a heartbeat behind. On the leader, or with no leader known, returns at once.
+    pub async fn catch_up(&self) -> Result<(), Status> {
+        let Some((leader, member)) = self.leader().filter(|(id, _)| *id != self.id) else {
+            return Ok(());
+        };
+        let channel = self.peers.channel(&member.ticket)?;
+        let mut client = ClusterStatusClient::new(channel).with_default_timeout(self.rpc_timeout);
+        let started = Instant::now();
+        let reply = client.get_raft_status(GetRaftStatusRequest {}).await;
+        let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+        self.calls.record("4 peer connector", "ClusterStatus/GetRaftStatus", transport, started.elapsed());
+        let index = reply?.into_inner().last_applied_index;
+        self.raft
+            .wait(Some(self.rpc_timeout))
+            .applied_index_at_least(Some(index), "catching up with the leader")
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("could not catch up with leader {leader}'s index {index}: {e}"))
+            })?;
+        Ok(())
     }
 
     async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<(u64, Outcome), Status> {

@@ -105,13 +105,15 @@ impl ImageService for ImageServiceImpl {
 
     async fn pull_image(&self, request: Request<PullImageRequest>) -> Result<Response<ImageInfo>, Status> {
         let name = request.into_inner().name;
-        let record = self
-            .0
-            .state()
-            .images
-            .get(&name)
-            .cloned()
-            .ok_or_else(|| Status::not_found(format!("the cluster knows no image {name:?}")))?;
+        let known = |ctx: &Ctx| ctx.state().images.get(&name).cloned();
+        // An image uploaded through another node a moment ago may not be applied here yet.
+        let record = match known(&self.0) {
+            Some(record) => record,
+            None => {
+                self.0.catch_up().await?;
+                known(&self.0).ok_or_else(|| Status::not_found(format!("the cluster knows no image {name:?}")))?
+            }
+        };
         if record.holders.contains(&self.0.id) && self.0.images.holds(&name, &record.blake3) {
             return Ok(Response::new(info(&record)));
         }
