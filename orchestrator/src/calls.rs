@@ -57,6 +57,21 @@ impl CallLog {
         samples.recent.push_back(took);
     }
 
+    /// Runs `call`, records it under `phase` with the transport that answered (`failed` for an
+    /// error) and how long it took, and returns its result.
+    pub async fn timed<T>(
+        &self,
+        phase: &str,
+        call: &str,
+        fut: impl std::future::Future<Output = Result<duet::Response<T>, duet::Status>>,
+    ) -> Result<duet::Response<T>, duet::Status> {
+        let started = std::time::Instant::now();
+        let result = fut.await;
+        let transport = result.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+        self.record(phase, call, transport, started.elapsed());
+        result
+    }
+
     /// The rows, by phase and call.
     pub fn rows(&self) -> Vec<CallRow> {
         let rows = self.rows.lock().expect("call log lock");

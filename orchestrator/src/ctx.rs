@@ -1,9 +1,9 @@
 //! What every service of a node shares: its identity, its Raft handle, its peers and its stores.
 
-use std::sync::{Arc, OnceLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLockReadGuard};
+use std::time::Duration;
 
-use duet::{Status, Transport};
+use duet::Status;
 use metrics_exporter_prometheus::PrometheusHandle;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -24,8 +24,6 @@ pub struct Ctx {
     pub id: NodeId,
     /// Name for humans.
     pub name: String,
-    /// The node's own ticket, known once its server is bound.
-    pub ticket: OnceLock<String>,
     /// The Raft handle.
     pub raft: Raft,
     /// The state machine (for event subscriptions).
@@ -99,13 +97,7 @@ impl Ctx {
                     )));
                 }
                 let (index, outcome) = self.forward(leader, &member, &command).await?;
-                self.raft
-                    .wait(Some(self.rpc_timeout))
-                    .applied_index_at_least(Some(index), "a forwarded write")
-                    .await
-                    .map_err(|e| {
-                    Status::unavailable(format!("committed at index {index}, but this node did not apply it: {e}"))
-                })?;
+                self.applied(index, "a forwarded write").await?;
                 Ok((index, outcome))
             }
             Err(e) => Err(Status::unavailable(format!("raft write failed: {e}"))),
@@ -121,19 +113,20 @@ impl Ctx {
         };
         let channel = self.peers.channel(&member.ticket)?;
         let mut client = ClusterStatusClient::new(channel).with_default_timeout(self.rpc_timeout);
-        let started = Instant::now();
-        let reply = client.get_raft_status(GetRaftStatusRequest {}).await;
-        let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
-        self.calls.record("4 peer connector", "ClusterStatus/GetRaftStatus", transport, started.elapsed());
-        let index = reply?.into_inner().last_applied_index;
+        let status = client.get_raft_status(GetRaftStatusRequest {});
+        let index = self.calls.timed("4 peer connector", "ClusterStatus/GetRaftStatus", status).await?;
+        let index = index.into_inner().last_applied_index;
+        self.applied(index, &format!("catching up with leader {leader}")).await
+    }
+
+    /// Waits (up to the peer call deadline) until this node has applied the log up to `index`.
+    async fn applied(&self, index: u64, what: &str) -> Result<(), Status> {
         self.raft
             .wait(Some(self.rpc_timeout))
-            .applied_index_at_least(Some(index), "catching up with the leader")
+            .applied_index_at_least(Some(index), what)
             .await
-            .map_err(|e| {
-                Status::unavailable(format!("could not catch up with leader {leader}'s index {index}: {e}"))
-            })?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(format!("{what}: this node did not apply index {index} in time: {e}")))
     }
 
     async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<(u64, Outcome), Status> {
@@ -141,12 +134,8 @@ impl Ctx {
         let mut client = RaftServiceClient::new(channel).with_default_timeout(self.rpc_timeout);
         let payload =
             postcard::to_allocvec(command).map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
-        let mut request = duet::Request::new(RaftPayload { postcard: payload.into() });
-        request.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
-        let started = Instant::now();
-        let reply = client.propose(request).await;
-        let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
-        self.calls.record("4 peer connector", "RaftService/Propose", transport, started.elapsed());
+        let request = forwarded(RaftPayload { postcard: payload.into() });
+        let reply = self.calls.timed("4 peer connector", "RaftService/Propose", client.propose(request)).await;
         let reply =
             reply.map_err(|s| Status::new(s.code(), format!("forwarding to leader {leader}: {}", s.message())))?;
         postcard::from_bytes(&reply.into_inner().postcard)
@@ -162,6 +151,13 @@ pub fn rejected(kind: RejectKind, message: String) -> Status {
         RejectKind::FailedPrecondition => Status::failed_precondition(message),
         RejectKind::InvalidArgument => Status::invalid_argument(message),
     }
+}
+
+/// A request marked as forwarded by a follower.
+pub fn forwarded<T>(message: T) -> duet::Request<T> {
+    let mut request = duet::Request::new(message);
+    request.metadata_mut().insert(FORWARDED, "1".parse().expect("ascii"));
+    request
 }
 
 /// Whether a request was forwarded by a follower.

@@ -1,14 +1,12 @@
 //! The demo a newcomer runs first: drive a three-node cluster through every migration phase as a
 //! client would, and tabulate which transport carried each call.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use duet::{Response, Status, Transport, TransportConfig};
+use duet::TransportConfig;
 use futures_util::StreamExt;
 
-use crate::calls::CallLog;
 use crate::client::{NodeChannel, Via};
 use crate::cluster::Cluster;
 use crate::images::{Image, hex};
@@ -50,20 +48,6 @@ pub struct DemoReport {
     pub table: String,
 }
 
-/// Runs `call`, records it in `log` under `phase` with the transport that answered, and returns it.
-async fn timed<T>(
-    log: &CallLog,
-    phase: &str,
-    call: &str,
-    fut: impl Future<Output = Result<Response<T>, Status>>,
-) -> Result<Response<T>, Status> {
-    let started = Instant::now();
-    let result = fut.await;
-    let transport = result.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
-    log.record(phase, call, transport, started.elapsed());
-    result
-}
-
 /// Drives `cluster` (three nodes or more) through phases 2–5 from an outside client over `via`, with
 /// an image of `image_bytes` bytes.
 pub async fn run(
@@ -91,7 +75,8 @@ pub async fn run(
         let mut health = HealthClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let status = timed(log, "2 health", "Health/Check", health.check(HealthCheckRequest::default()))
+            let status = log
+                .timed("2 health", "Health/Check", health.check(HealthCheckRequest::default()))
                 .await
                 .map_err(|e| fail("health", e))?
                 .into_inner()
@@ -104,7 +89,8 @@ pub async fn run(
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut watch = timed(log, "2 health", "Health/Watch", health.watch(HealthCheckRequest::default()))
+        let mut watch = log
+            .timed("2 health", "Health/Watch", health.watch(HealthCheckRequest::default()))
             .await
             .map_err(|e| fail("health watch", e))?
             .into_inner();
@@ -113,15 +99,11 @@ pub async fn run(
             return Err(fail("health watch", format!("node {id} watch did not start at SERVING")));
         }
         let mut status = ClusterStatusClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
-        let cluster_status = timed(
-            log,
-            "2 status",
-            "ClusterStatus/GetClusterStatus",
-            status.get_cluster_status(GetClusterStatusRequest {}),
-        )
-        .await
-        .map_err(|e| fail("cluster status", e))?
-        .into_inner();
+        let cluster_status = log
+            .timed("2 status", "ClusterStatus/GetClusterStatus", status.get_cluster_status(GetClusterStatusRequest {}))
+            .await
+            .map_err(|e| fail("cluster status", e))?
+            .into_inner();
         if cluster_status.leader_id != leader || cluster_status.members.len() != ids.len() {
             return Err(fail(
                 "cluster status",
@@ -132,11 +114,12 @@ pub async fn run(
                 ),
             ));
         }
-        timed(log, "2 status", "ClusterStatus/GetRaftStatus", status.get_raft_status(GetRaftStatusRequest {}))
+        log.timed("2 status", "ClusterStatus/GetRaftStatus", status.get_raft_status(GetRaftStatusRequest {}))
             .await
             .map_err(|e| fail("raft status", e))?;
         let mut monitoring = MonitoringClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
-        let text = timed(log, "2 monitoring", "Monitoring/GetMetrics", monitoring.get_metrics(GetMetricsRequest {}))
+        let text = log
+            .timed("2 monitoring", "Monitoring/GetMetrics", monitoring.get_metrics(GetMetricsRequest {}))
             .await
             .map(|r| r.into_inner().prometheus_text);
         if let Ok(text) = text
@@ -152,7 +135,8 @@ pub async fn run(
     let content: Vec<u8> = (0..image_bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let image = Image::new("debian-12.img", Bytes::from(content));
     let mut images = ImageServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(60));
-    let uploaded = timed(log, "3 images", "ImageService/UploadImage", images.upload_image(image.chunks()))
+    let uploaded = log
+        .timed("3 images", "ImageService/UploadImage", images.upload_image(image.chunks()))
         .await
         .map_err(|e| fail("upload image", e))?
         .into_inner();
@@ -160,30 +144,27 @@ pub async fn run(
         return Err(fail("upload image", "the node reports another hash"));
     }
     let mut images = ImageServiceClient::new(ch(puller)).with_default_timeout(Duration::from_secs(60));
-    let pulled = timed(
-        log,
-        "3 images",
-        "ImageService/PullImage",
-        images.pull_image(PullImageRequest { name: image.name.clone() }),
-    )
-    .await
-    .map_err(|e| fail("pull image", e))?
-    .into_inner();
+    let pulled = log
+        .timed("3 images", "ImageService/PullImage", images.pull_image(PullImageRequest { name: image.name.clone() }))
+        .await
+        .map_err(|e| fail("pull image", e))?
+        .into_inner();
     if !pulled.holders.contains(&holder) || !pulled.holders.contains(&puller) {
         return Err(fail("pull image", format!("holders are {:?}", pulled.holders)));
     }
 
     // Phase 3: the VM lifecycle, written through a follower (forwarded to the leader), watched on another.
     let mut watch_client = VmServiceClient::new(ch(puller));
-    let mut events =
-        timed(log, "3 vm", "VmService/WatchVmEvents", watch_client.watch_vm_events(WatchVmEventsRequest {}))
-            .await
-            .map_err(|e| fail("watch VMs", e))?
-            .into_inner();
+    let mut events = log
+        .timed("3 vm", "VmService/WatchVmEvents", watch_client.watch_vm_events(WatchVmEventsRequest {}))
+        .await
+        .map_err(|e| fail("watch VMs", e))?
+        .into_inner();
     let mut vms = VmServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(10));
     let create = CreateVmRequest { name: "web-1".into(), vcpus: 2, memory_mib: 512, image: image.name.clone() };
-    timed(log, "3 vm", "VmService/CreateVm", vms.create_vm(create)).await.map_err(|e| fail("create VM", e))?;
-    let vm = timed(log, "3 vm", "VmService/StartVm", vms.start_vm(VmRef { name: "web-1".into() }))
+    log.timed("3 vm", "VmService/CreateVm", vms.create_vm(create)).await.map_err(|e| fail("create VM", e))?;
+    let vm = log
+        .timed("3 vm", "VmService/StartVm", vms.start_vm(VmRef { name: "web-1".into() }))
         .await
         .map_err(|e| fail("start VM", e))?
         .into_inner();
@@ -201,16 +182,17 @@ pub async fn run(
     }
     for id in &ids {
         let mut reader = VmServiceClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
-        let listed = timed(log, "3 vm", "VmService/ListVms", reader.list_vms(ListVmsRequest {}))
+        let listed = log
+            .timed("3 vm", "VmService/ListVms", reader.list_vms(ListVmsRequest {}))
             .await
             .map_err(|e| fail("list VMs", e))?
             .into_inner();
         // A node applies the start once the leader tells it the commit index, a heartbeat later at most.
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut got = timed(log, "3 vm", "VmService/GetVm", reader.get_vm(VmRef { name: "web-1".into() })).await;
+        let mut got = log.timed("3 vm", "VmService/GetVm", reader.get_vm(VmRef { name: "web-1".into() })).await;
         while got.as_ref().map_or(true, |r| r.get_ref().state != VmState::Running as i32) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            got = timed(log, "3 vm", "VmService/GetVm", reader.get_vm(VmRef { name: "web-1".into() })).await;
+            got = log.timed("3 vm", "VmService/GetVm", reader.get_vm(VmRef { name: "web-1".into() })).await;
         }
         got.map_err(|e| fail("get VM", format!("node {id}: {e}")))?;
         if listed.vms.is_empty() {

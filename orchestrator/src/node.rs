@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duet::iroh::Connector;
@@ -277,7 +277,6 @@ impl Node {
         let ctx = Arc::new(Ctx {
             id: config.node.id,
             name: config.node.name.clone(),
-            ticket: OnceLock::new(),
             raft: raft.clone(),
             sm: disk.state_machine.clone(),
             shared_state: disk.state_machine.state(),
@@ -311,7 +310,6 @@ impl Node {
         let server = if transport.mode == Mode::Iroh { server } else { server.add_grpc_service(reflection) };
         let server = server.serve().await?;
         let ticket = server.peer_addr();
-        ctx.ticket.set(ticket.to_string()).expect("ticket set once");
         let disk = NodeDisk {
             grpc_addr: server.grpc_addr(),
             iroh_port: server.iroh_addr().and_then(|a| a.ip_addrs().next().map(|s| s.port())),
@@ -353,11 +351,8 @@ impl Node {
                     }
                 };
                 let mut client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
-                let started = Instant::now();
-                let reply = client.join_cluster(request.clone()).await;
-                let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
-                self.ctx.calls.record("4 peer connector", "ClusterStatus/JoinCluster", transport, started.elapsed());
-                match reply {
+                let join = client.join_cluster(request.clone());
+                match self.ctx.calls.timed("4 peer connector", "ClusterStatus/JoinCluster", join).await {
                     Ok(_) => return Ok(()),
                     Err(e) => last = e,
                 }
@@ -385,11 +380,6 @@ impl Node {
         &self.ctx.raft
     }
 
-    /// The calls this node made to peers.
-    pub fn calls(&self) -> &CallLog {
-        &self.ctx.calls
-    }
-
     /// The node's hypervisor.
     pub fn backend(&self) -> &Arc<dyn VmBackend> {
         &self.ctx.backend
@@ -398,11 +388,6 @@ impl Node {
     /// A copy of the replicated state as this node has applied it.
     pub fn state(&self) -> crate::state::ClusterState {
         self.ctx.state().clone()
-    }
-
-    /// The config the node would restart with: its disk.
-    pub fn disk(&self) -> NodeDisk {
-        self.disk.clone()
     }
 
     /// Cuts the node's Iroh side (its endpoint closes; calls to and from it over Iroh fail), leaving

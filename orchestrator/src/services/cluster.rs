@@ -131,9 +131,7 @@ impl ClusterStatus for ClusterStatusService {
                     };
                     let channel = ctx.peers.channel(&leader.ticket)?;
                     let mut client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout * 4);
-                    let mut forward = Request::new(join);
-                    forward.metadata_mut().insert(crate::ctx::FORWARDED, "1".parse().expect("ascii"));
-                    return client.join_cluster(forward).await;
+                    return client.join_cluster(crate::ctx::forwarded(join)).await;
                 }
             },
         }
