@@ -2,6 +2,7 @@
 //! client process against a server process.
 
 pub mod contenders;
+pub mod cost;
 pub mod load;
 pub mod load_report;
 pub mod report;

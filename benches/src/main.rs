@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use duet_bench::contenders::{self, Contender};
+use duet_bench::cost;
 use duet_bench::report::Results;
 use duet_bench::workloads;
 
@@ -46,6 +47,25 @@ enum Cmd {
         #[arg(value_enum)]
         contender: Contender,
     },
+    /// CPU time and thread switches per unary call, in the client and in the server process: the
+    /// figure to compare when tuning the per-call path (rates swing with the machine's other load).
+    Cost {
+        /// Contenders to measure (default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        contenders: Vec<Contender>,
+        /// Payload size in bytes, each way.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Concurrent callers on the one connection.
+        #[arg(long, value_delimiter = ',', default_value = "1,64")]
+        callers: Vec<usize>,
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 20_000)]
+        calls: u64,
+        /// Rounds (the table shows medians).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 /// Groups of workloads, to run part of the table.
@@ -65,14 +85,31 @@ struct ServerProcess(Child);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // A profiler wrapping the server writes its report on SIGTERM, not on SIGKILL.
+        let term = std::env::var_os("DUET_BENCH_SERVER_WRAPPER").is_some()
+            && Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().is_ok_and(|s| s.success());
+        if !term {
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
 
 fn spawn_server(c: Contender) -> Result<(ServerProcess, String), Box<dyn std::error::Error>> {
     let name = c.to_possible_value().expect("value").get_name().to_owned();
-    let mut child = Command::new(std::env::current_exe()?).args(["server", &name]).stdout(Stdio::piped()).spawn()?;
+    let exe = std::env::current_exe()?;
+    // A profiler to run the server under, such as `valgrind --tool=callgrind` (BENCHMARKS.md).
+    let wrapper = std::env::var("DUET_BENCH_SERVER_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => Command::new(&exe),
+    };
+    let mut child = command.args(["server", &name]).stdout(Stdio::piped()).spawn()?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
     let addr = line.strip_prefix("READY ").ok_or_else(|| format!("server said {line:?}"))?.trim().to_owned();
@@ -260,14 +297,91 @@ async fn measure_all(
     Ok(samples.medians())
 }
 
+/// Per-call CPU cost of each contender, client and server side, interleaved round by round as the
+/// main table is; prints a markdown table of medians.
+async fn measure_cost(
+    contenders: &[Contender],
+    size: usize,
+    callers: &[usize],
+    calls: u64,
+    rounds: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut lives = vec![];
+    for c in contenders {
+        lives.push(start(*c).await?);
+    }
+    let me = std::process::id();
+    // (contender, callers) -> per-call samples: client µs, server µs, client switches, server
+    // switches, datagrams the client received and UDP bytes it sent (Iroh contenders; 0 for TCP).
+    let mut samples: std::collections::BTreeMap<(usize, usize), Vec<[f64; 6]>> = Default::default();
+    for round in 0..rounds {
+        eprintln!("round {} of {rounds}", round + 1);
+        for &n in callers {
+            for k in 0..lives.len() {
+                let idx = (k + round) % lives.len();
+                let live = &lives[idx];
+                let pid = live.server.0.id();
+                let socket = &live.ep.metrics().socket;
+                let datagrams = || (socket.recv_datagrams.get(), socket.send_ipv4.get());
+                let (c0, s0) = (cost::usage(me).ok_or("no /proc")?, cost::usage(pid).ok_or("no /proc")?);
+                let d0 = datagrams();
+                cost::calls(&live.client, size, n, calls).await?;
+                let d1 = datagrams();
+                let (c1, s1) = (cost::usage(me).ok_or("no /proc")?, cost::usage(pid).ok_or("no /proc")?);
+                let (c, s) = (c1 - c0, s1 - s0);
+                let per = |x: f64| x / calls as f64;
+                samples.entry((idx, n)).or_default().push([
+                    per(c.cpu_seconds * 1e6),
+                    per(s.cpu_seconds * 1e6),
+                    per(c.switches as f64),
+                    per(s.switches as f64),
+                    per((d1.0 - d0.0) as f64),
+                    per((d1.1 - d0.1) as f64),
+                ]);
+            }
+        }
+    }
+    println!(
+        "| contender | callers | client CPU µs/call | server CPU µs/call | both | client switches/call | server switches/call | datagrams to the client/call | UDP bytes from the client/call |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for ((idx, n), mut rows) in samples {
+        let median = |rows: &mut Vec<[f64; 6]>, i: usize| {
+            rows.sort_by(|a, b| a[i].total_cmp(&b[i]));
+            rows[rows.len() / 2][i]
+        };
+        let (cc, sc) = (median(&mut rows, 0), median(&mut rows, 1));
+        let (cs, ss) = (median(&mut rows, 2), median(&mut rows, 3));
+        let (dg, sent) = (median(&mut rows, 4), median(&mut rows, 5));
+        println!(
+            "| {} | {n} | {cc:.1} | {sc:.1} | {:.1} | {cs:.2} | {ss:.2} | {dg:.2} | {sent:.0} |",
+            lives[idx].c.label(),
+            cc + sc
+        );
+    }
+    for live in lives {
+        drop(live.client);
+        live.ep.close().await;
+        drop(live.server);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    if let Some(Cmd::Server { contender }) = cli.command {
-        let addr = contenders::serve(contender).await;
-        println!("READY {addr}");
-        std::future::pending::<()>().await;
-        return Ok(());
+    match cli.command {
+        Some(Cmd::Server { contender }) => {
+            let addr = contenders::serve(contender).await;
+            println!("READY {addr}");
+            std::future::pending::<()>().await;
+            return Ok(());
+        }
+        Some(Cmd::Cost { contenders, size, callers, calls, rounds }) => {
+            let contenders = if contenders.is_empty() { Contender::ALL.to_vec() } else { contenders };
+            return measure_cost(&contenders, size, &callers, calls, rounds).await;
+        }
+        None => {}
     }
     let plan = if cli.quick {
         Plan {

@@ -36,11 +36,7 @@ impl WireCodec {
             WireCodec::Protobuf => msg.encode_to_vec(),
         };
         if bytes.len() > limit {
-            return Err(Status::resource_exhausted(format!(
-                "encoded message length too large: found {} bytes, the limit is: {} bytes",
-                bytes.len(),
-                limit
-            )));
+            return Err(too_large(bytes.len(), limit));
         }
         Ok(Bytes::from(bytes))
     }
@@ -56,4 +52,11 @@ impl WireCodec {
             }
         }
     }
+}
+
+/// The status of a message that encodes to more than the sender's limit, worded as tonic's.
+pub(crate) fn too_large(len: usize, limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
+    ))
 }

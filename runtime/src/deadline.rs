@@ -13,6 +13,10 @@ pub(crate) fn exceeded() -> Status {
 
 /// The timeout a request carries in its `grpc-timeout` metadata (set by [`tonic::Request::set_timeout`]).
 pub(crate) fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
+    // Most calls carry no metadata: skip parsing the key.
+    if metadata.is_empty() {
+        return None;
+    }
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     parse_grpc_timeout(value)
 }

@@ -13,9 +13,10 @@ use iroh::endpoint::{Connection, RecvStream, SendStream};
 use tonic::metadata::MetadataMap;
 
 use super::frame::{Frame, FrameKind};
+use super::frame_buf::FrameBuf;
 use super::recv::{self, AbortOnDrop, Frames, IrohStream, Role};
 use super::send::FrameSender;
-use super::wire::{self, RequestHeader, ResponseHeader};
+use super::wire::{RequestHeader, ResponseHeader};
 use crate::channel::CallOptions;
 use crate::codec::{Message, WireCodec};
 use crate::method::MethodDesc;
@@ -69,34 +70,38 @@ async fn start(
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Failure> {
     let mut send = FrameSender::new(send);
-    let header = request_header(desc, md, timeout);
-    send.frame(FrameKind::RequestHeader, header).await.map_err(Failure::Lost)?;
+    let mut header = FrameBuf::new();
+    header.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
+    send.write(header, false).await.map_err(Failure::Lost)?;
     Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
 }
 
-fn request_header(desc: &MethodDesc, md: MetadataMap, timeout: Option<Duration>) -> bytes::Bytes {
-    wire::encode(&RequestHeader {
+fn request_header(desc: &MethodDesc, md: MetadataMap, timeout: Option<Duration>) -> RequestHeader {
+    RequestHeader {
         path: desc.path.to_owned(),
         metadata: metadata_wire::to_wire(md),
         timeout_micros: timeout.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
         fingerprint: desc.fingerprint,
-    })
+    }
 }
 
 /// Sends a whole single-message request (header, message, end of stream) in one write: the unary and
 /// server-streaming calls' request, for which nothing needs to interleave.
-async fn send_whole_request(
+async fn send_whole_request<Req: Message>(
     (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
     md: MetadataMap,
     timeout: Option<Duration>,
     opts: &CallOptions,
-    body: bytes::Bytes,
+    msg: &Req,
 ) -> Result<(FrameSender, Frames), Failure> {
+    let mut request = FrameBuf::new();
+    request.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
+    // Refused before the stream is touched: the server never hears of a request too large to send.
+    request.message(desc.codec, msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
     let mut send = FrameSender::new(send);
     let mut frames = recv::frames(recv, opts.limits.max_decoding_message_size);
-    let header = request_header(desc, md, timeout);
-    match send.frames([(FrameKind::RequestHeader, header), (FrameKind::Message, body)], true).await {
+    match send.write(request, true).await {
         Ok(()) => Ok((send, frames)),
         // As for a message that could not be written: the server may have refused the call already.
         Err(status) => match read_head(&mut frames).await {
@@ -147,6 +152,7 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
                     return Err(Failure::Answered(status));
                 }
                 let msg = msg.ok_or_else(|| Failure::Answered(Status::internal("Missing response message.")))?;
+                recv::read_end_if_there(&mut frames);
                 // As tonic does for unary calls, trailing metadata joins the response metadata.
                 let mut headers = md.into_headers();
                 headers.extend(status.metadata().clone().into_headers());
@@ -217,8 +223,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     let (md, _, msg) = req.into_parts();
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
-        let (_send, frames) = send_whole_request(stream, desc, md, timeout, opts, body).await?;
+        let (_send, frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
         read_single(frames, desc.codec).await
     })
     .await
@@ -234,8 +239,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     let timeout = deadline::effective(&md, opts.timeout);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     within(timeout, async {
-        let body = desc.codec.encode(&msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
-        let (_send, mut frames) = send_whole_request(stream, desc, md, timeout, opts, body).await?;
+        let (_send, mut frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
         let head = read_head(&mut frames).await?;
         streaming_response(head, frames, desc.codec, deadline, None)
     })

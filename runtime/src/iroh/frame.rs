@@ -158,6 +158,12 @@ impl Decoder for FrameDecoder {
 /// The length-and-kind prefix of a frame with a body of `len` bytes.
 pub fn frame_prefix(kind: FrameKind, len: usize) -> Bytes {
     let mut buf = BytesMut::with_capacity(11);
+    put_prefix(&mut buf, kind, len);
+    buf.freeze()
+}
+
+/// Appends the length-and-kind prefix of a frame with a body of `len` bytes to `buf`.
+pub(crate) fn put_prefix(buf: &mut BytesMut, kind: FrameKind, len: usize) {
     let mut v = len as u64;
     while v >= 0x80 {
         buf.put_u8((v as u8) | 0x80);
@@ -165,7 +171,6 @@ pub fn frame_prefix(kind: FrameKind, len: usize) -> Bytes {
     }
     buf.put_u8(v as u8);
     buf.put_u8(kind as u8);
-    buf.freeze()
 }
 
 /// A whole frame as one buffer (for tests, fuzzing and small frames).

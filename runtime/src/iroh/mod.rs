@@ -11,6 +11,7 @@ pub mod fuzzing;
 
 mod client;
 pub(crate) mod connector;
+mod frame_buf;
 pub(crate) mod recv;
 mod send;
 mod server;

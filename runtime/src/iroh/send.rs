@@ -1,11 +1,11 @@
 //! Writing frames to a QUIC send stream.
 
-use bytes::Bytes;
 use iroh::endpoint::SendStream;
 
 use super::CANCEL;
-use super::frame::{FrameKind, frame_prefix};
-use super::wire::{self, Trailer};
+use super::frame::FrameKind;
+use super::frame_buf::FrameBuf;
+use super::wire::Trailer;
 use crate::Status;
 use crate::codec::{Message, WireCodec};
 
@@ -31,29 +31,12 @@ impl FrameSender {
         self.mid_frame
     }
 
-    pub async fn frame(&mut self, kind: FrameKind, body: Bytes) -> Result<(), Status> {
-        let mut chunks = [frame_prefix(kind, body.len()), body];
+    /// Writes frames gathered in one buffer with one write, then finishes the stream if `finish`: a
+    /// small unary call or reply then costs one pass through the QUIC stream's lock and usually one
+    /// packet, where a write per frame would wake the connection once per frame.
+    pub async fn write(&mut self, frames: FrameBuf, finish: bool) -> Result<(), Status> {
         self.mid_frame = true;
-        self.stream.write_all_chunks(&mut chunks).await.map_err(|e| super::status_from_io(&e.into()))?;
-        self.mid_frame = false;
-        Ok(())
-    }
-
-    /// Writes several frames with one write, then finishes the stream if `finish`: a small unary call
-    /// or reply then costs one pass through the QUIC stream's lock and usually one packet, where a
-    /// write per frame would wake the connection once per frame.
-    pub async fn frames(
-        &mut self,
-        frames: impl IntoIterator<Item = (FrameKind, Bytes)>,
-        finish: bool,
-    ) -> Result<(), Status> {
-        let mut chunks: Vec<Bytes> = Vec::with_capacity(6);
-        for (kind, body) in frames {
-            chunks.push(frame_prefix(kind, body.len()));
-            chunks.push(body);
-        }
-        self.mid_frame = true;
-        self.stream.write_all_chunks(&mut chunks).await.map_err(|e| super::status_from_io(&e.into()))?;
+        self.stream.write_chunk(frames.freeze()).await.map_err(|e| super::status_from_io(&e.into()))?;
         self.mid_frame = false;
         if finish {
             self.finish();
@@ -62,14 +45,15 @@ impl FrameSender {
     }
 
     pub async fn message<T: Message>(&mut self, codec: WireCodec, msg: &T, limit: usize) -> Result<(), Status> {
-        let body = codec.encode(msg, limit)?;
-        self.frame(FrameKind::Message, body).await
+        let mut frames = FrameBuf::new();
+        frames.message(codec, msg, limit)?;
+        self.write(frames, false).await
     }
 
     pub async fn trailer(&mut self, trailer: &Trailer) -> Result<(), Status> {
-        self.frame(FrameKind::Trailer, wire::encode(trailer)).await?;
-        self.finish();
-        Ok(())
+        let mut frames = FrameBuf::new();
+        frames.header(FrameKind::Trailer, trailer);
+        self.write(frames, true).await
     }
 
     pub fn finish(&mut self) {

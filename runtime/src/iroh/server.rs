@@ -18,9 +18,10 @@ use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
 
 use super::frame::{Frame, FrameKind};
+use super::frame_buf::FrameBuf;
 use super::recv::{self, Frames, IrohStream, Role};
 use super::send::FrameSender;
-use super::wire::{self, RequestHeader, ResponseHeader};
+use super::wire::{RequestHeader, ResponseHeader};
 use super::{ok_trailer, trailer_from_status};
 use crate::codec::{Message, WireCodec};
 use crate::limits::Limits;
@@ -117,7 +118,10 @@ async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Durat
         .await
         .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
     match next {
-        Some(Ok(Frame { kind: FrameKind::Message, body })) => codec.decode(&body),
+        Some(Ok(Frame { kind: FrameKind::Message, body })) => {
+            recv::read_end_if_there(frames);
+            codec.decode(&body)
+        }
         Some(Ok(Frame { kind, .. })) => Err(super::unexpected(kind)),
         Some(Err(e)) => Err(e.to_status()),
         None => Err(Status::internal("Missing request message.")),
@@ -270,16 +274,13 @@ async fn respond<Resp: Message>(
         Reply::One(response) => {
             let (md, msg, mut ext) = response.into_parts();
             let trailer = success_trailer(&mut ext);
-            match codec.encode(&msg, limit) {
+            let mut reply = FrameBuf::new();
+            reply.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) });
+            match reply.message(codec, &msg, limit) {
                 Err(status) => send.trailer(&trailer_from_status(&status)).await,
-                Ok(body) => {
-                    let header = wire::encode(&ResponseHeader { metadata: metadata_wire::to_wire(md) });
-                    let frames = [
-                        (FrameKind::ResponseHeader, header),
-                        (FrameKind::Message, body),
-                        (FrameKind::Trailer, wire::encode(&trailer)),
-                    ];
-                    send.frames(frames, true).await
+                Ok(()) => {
+                    reply.header(FrameKind::Trailer, &trailer);
+                    send.write(reply, true).await
                 }
             }
         }
@@ -289,14 +290,15 @@ async fn respond<Resp: Message>(
             async {
                 send_header(send, md).await?;
                 while let Some(item) = stream.next().await {
-                    let sent = match item {
-                        Ok(msg) => match codec.encode(&msg, limit) {
-                            Ok(body) => send.frame(FrameKind::Message, body).await,
-                            Err(status) => return send.trailer(&trailer_from_status(&status)).await,
-                        },
-                        Err(status) => return send.trailer(&trailer_from_status(&status)).await,
+                    let mut frame = FrameBuf::new();
+                    let encoded = match item {
+                        Ok(msg) => frame.message(codec, &msg, limit),
+                        Err(status) => Err(status),
                     };
-                    sent?;
+                    if let Err(status) = encoded {
+                        return send.trailer(&trailer_from_status(&status)).await;
+                    }
+                    send.write(frame, false).await?;
                 }
                 send.trailer(&trailer).await
             }
@@ -317,8 +319,9 @@ fn success_trailer(ext: &mut Extensions) -> super::wire::Trailer {
 }
 
 async fn send_header(send: &mut FrameSender, md: MetadataMap) -> Result<(), Status> {
-    let header = ResponseHeader { metadata: metadata_wire::to_wire(md) };
-    send.frame(FrameKind::ResponseHeader, wire::encode(&header)).await
+    let mut header = FrameBuf::new();
+    header.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) });
+    send.write(header, false).await
 }
 
 /// The services one Iroh endpoint serves, by fully qualified name.
