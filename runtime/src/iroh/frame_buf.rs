@@ -15,6 +15,10 @@ use crate::codec::{Message, WireCodec};
 /// Room for the frames of a small call; a larger message reserves what it needs.
 const SMALL: usize = 256;
 
+/// Room left after a message for the frame that may follow it (a reply's trailer): without it, a
+/// 1 MiB reply filled its buffer exactly and the trailer doubled it to 2 MiB.
+const AFTER_MESSAGE: usize = 64;
+
 /// Frames gathered for one write.
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
@@ -67,7 +71,7 @@ impl FrameBuf {
             return Err(crate::codec::too_large(len, limit));
         }
         put_prefix(&mut self.buf, FrameKind::Message, len);
-        self.buf.reserve(len);
+        self.buf.reserve(len + AFTER_MESSAGE);
         match codec {
             WireCodec::Postcard => {
                 postcard::serialize_with_flavor(msg, Append(&mut self.buf)).map_err(encode_failed)?
@@ -129,6 +133,20 @@ mod tests {
                 assert_eq!(postcard::from_bytes::<Trailer>(&frames[1].body).expect("trailer"), trailer);
             }
         }
+    }
+
+    #[test]
+    fn a_large_reply_with_its_trailer_takes_one_buffer_of_about_its_size() {
+        let msg = Blob { data: Bytes::from(vec![9u8; 1 << 20]), n: 7 };
+        let mut buf = FrameBuf::new();
+        buf.header(FrameKind::ResponseHeader, &crate::iroh::wire::ResponseHeader { metadata: vec![] });
+        buf.message(WireCodec::Postcard, &msg, usize::MAX).expect("fits");
+        buf.header(
+            FrameKind::Trailer,
+            &Trailer { code: 0, message: String::new(), details: Bytes::new(), metadata: vec![] },
+        );
+        let (len, cap) = (buf.buf.len(), buf.buf.capacity());
+        assert!(cap < len + 4096, "{len} bytes of frames in a buffer of {cap}");
     }
 
     #[test]

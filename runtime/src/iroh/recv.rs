@@ -16,13 +16,11 @@ use crate::codec::{Message, WireCodec};
 
 pub(crate) type Frames = FramedRead<RecvStream, FrameDecoder>;
 
-/// The read buffer a stream starts with. Small calls fit; a larger frame makes the decoder reserve
-/// what it needs as it arrives. (tokio-util's default of 8 KiB cost an 8 KiB allocation per call,
-/// and glibc consolidates its free lists on every allocation of that size.)
-const INITIAL_READ_BUFFER: usize = 512;
-
 pub(crate) fn frames(recv: RecvStream, max_message: usize) -> Frames {
-    FramedRead::with_capacity(recv, FrameDecoder::new(max_message), INITIAL_READ_BUFFER)
+    // tokio-util's default 8 KiB buffer: a smaller one (512 B was tried) is also what every later
+    // buffer of the stream starts from once a frame is split off, and a 64 KiB stream of messages
+    // then took several reads (each through the connection's lock) to find each frame's length.
+    FramedRead::new(recv, FrameDecoder::new(max_message))
 }
 
 /// Reads the end of the stream if it has already arrived, without waiting for it. A receive stream
