@@ -316,7 +316,9 @@ pub(crate) async fn measured<T>(
     use tracing::Instrument;
     let span = tracing::debug_span!("duet.call", path = desc.path, %transport, reason);
     let start = std::time::Instant::now();
-    let result = call.instrument(span).await;
+    // Entering a disabled span on every poll is not free (callgrind: ~1.4k instructions per call
+    // on the gRPC path, about a quarter of what duet adds to a tonic call).
+    let result = if span.is_disabled() { call.await } else { call.instrument(span).await };
     let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
     crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
     result
