@@ -97,7 +97,7 @@ async fn send_whole_request<Req: Message>(
 ) -> Result<(FrameSender, Frames), Failure> {
     let mut request = FrameBuf::new();
     request.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
-    // Refused before the stream is touched: the server never hears of a request too large to send.
+    // Refused before anything is written: the server sees at most an empty stream, which it ignores.
     request.message(desc.codec, msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
     let mut send = FrameSender::new(send);
     let mut frames = recv::frames(recv, opts.limits.max_decoding_message_size);
