@@ -27,13 +27,7 @@ fn the_demo_command_runs_every_phase_and_exits_cleanly() {
 
 #[test]
 fn a_config_mistake_names_its_key() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("node.toml");
-    std::fs::write(&path, "[node]\nid = 2\n").expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
-        .args(["check-config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("the binary runs");
+    let out = run_with_config("[node]\nid = 2\n", &["check-config"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`node.join`") && stderr.contains("node.toml"), "{stderr}");
@@ -41,14 +35,16 @@ fn a_config_mistake_names_its_key() {
 
 #[test]
 fn a_bootstrapping_node_process_without_a_data_dir_is_refused() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("node.toml");
-    std::fs::write(&path, "[node]\nid = 1\nbootstrap = true\n").expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
-        .args(["node", "--config", path.to_str().expect("utf-8 path")])
-        .output()
-        .expect("the binary runs");
+    let out = run_with_config("[node]\nid = 1\nbootstrap = true\n", &["node", "--config"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`node.bootstrap`") && stderr.contains("`node.data_dir`"), "{stderr}");
+}
+
+/// Runs the binary with `args` followed by the path of a `node.toml` holding `config`.
+fn run_with_config(config: &str, args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_duet-orchestrator")).args(args).arg(&path).output().expect("the binary runs")
 }

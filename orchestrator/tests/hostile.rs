@@ -19,10 +19,7 @@ use openraft::CommittedLeaderId;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_raft_and_membership_calls_get_a_status_and_the_node_goes_on() {
-    let transport = NodeConfig::embedded(1).transport;
-    let cluster = Cluster::start(1, |_| {}, None).await.expect("node starts");
-    cluster.leader(Duration::from_secs(10)).await.expect("the lone node leads");
-    let conn = NodeChannel::connect(&cluster.node(1).ticket(), Via::Grpc, &transport).await.expect("channel");
+    let (cluster, conn) = lone_node().await;
     let mut raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
 
     let garbage = RaftPayload { postcard: Bytes::from_static(&[0xff; 40]) };
@@ -58,10 +55,7 @@ async fn hostile_raft_and_membership_calls_get_a_status_and_the_node_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_bytes_under_a_held_image_name_are_refused_and_the_copy_kept() {
-    let transport = NodeConfig::embedded(1).transport;
-    let cluster = Cluster::start(1, |_| {}, None).await.expect("node starts");
-    cluster.leader(Duration::from_secs(10)).await.expect("the lone node leads");
-    let conn = NodeChannel::connect(&cluster.node(1).ticket(), Via::Grpc, &transport).await.expect("channel");
+    let (cluster, conn) = lone_node().await;
     let mut images = ImageServiceClient::new(conn.channel).with_default_timeout(Duration::from_secs(30));
     let first = Image::new("base.img", Bytes::from(vec![1u8; 3 << 20]));
     images.upload_image(first.chunks()).await.expect("first upload");
@@ -72,4 +66,13 @@ async fn other_bytes_under_a_held_image_name_are_refused_and_the_copy_kept() {
     let kept = ImageStore::new(1 << 30).receive(stream).await.expect("the held copy verifies");
     assert_eq!(kept.bytes, first.bytes);
     cluster.shutdown().await;
+}
+
+/// A one-node cluster that leads, and a gRPC channel to it.
+async fn lone_node() -> (Cluster, NodeChannel) {
+    let transport = NodeConfig::embedded(1).transport;
+    let cluster = Cluster::start(1, |_| {}, None).await.expect("node starts");
+    cluster.leader(Duration::from_secs(10)).await.expect("the lone node leads");
+    let conn = NodeChannel::connect(&cluster.node(1).ticket(), Via::Grpc, &transport).await.expect("channel");
+    (cluster, conn)
 }
