@@ -20,6 +20,7 @@
 //! Bring the output in with `duet::include_proto!("package")`, or, when packages import one another,
 //! `duet::include_protos!()` which nests every package in modules named after it.
 
+mod bytes_fields;
 mod emit;
 mod error;
 mod generator;
@@ -227,6 +228,7 @@ impl Builder {
         }
 
         let fingerprints = fingerprints(&fds);
+        let bytes_fields = bytes_fields::paths(&fds);
         self.check_service_names(&fds)?;
 
         let mut tonic = tonic_prost_build::configure()
@@ -269,6 +271,12 @@ impl Builder {
         }
         for (p, a) in &self.enum_attributes {
             config.enum_attribute(p, a);
+        }
+        // A field the caller gave its own serde attribute keeps it: two `with`s would not compile.
+        for path in bytes_fields {
+            if !self.field_attributes.iter().any(|(p, a)| *p == path && a.contains("serde(")) {
+                config.field_attribute(&path, bytes_fields::ATTRIBUTE);
+            }
         }
         for (p, a) in &self.field_attributes {
             config.field_attribute(p, a);

@@ -42,15 +42,26 @@ impl WireCodec {
     }
 
     /// Decodes one message body. A body that does not parse is `INTERNAL`, as in tonic.
-    pub fn decode<T: Message>(self, body: &[u8]) -> Result<T, Status> {
-        match self {
+    ///
+    /// `bytes` fields of the result share `body`'s buffer instead of copying it: with protobuf, as
+    /// prost does for any `Bytes` input; with postcard, for fields of at least
+    /// [`SHARE_FROM`](crate::bytes_field::SHARE_FROM) bytes (smaller ones are copied, so a
+    /// small field kept for long does not keep a large buffer alive).
+    ///
+    /// ```
+    /// # use duet::WireCodec;
+    /// let body = WireCodec::Postcard.encode(&"hello".to_owned(), 1024)?;
+    /// assert_eq!(WireCodec::Postcard.decode::<String>(&body)?, "hello");
+    /// # Ok::<(), duet::Status>(())
+    /// ```
+    pub fn decode<T: Message>(self, body: &Bytes) -> Result<T, Status> {
+        let decoded = match self {
             WireCodec::Postcard => {
-                postcard::from_bytes(body).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+                crate::bytes_field::decoding_from(body, |buf| postcard::from_bytes(buf).map_err(|e| e.to_string()))
             }
-            WireCodec::Protobuf => {
-                T::decode(body).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
-            }
-        }
+            WireCodec::Protobuf => T::decode(body.clone()).map_err(|e| e.to_string()),
+        };
+        decoded.map_err(|e| Status::internal(format!("failed to decode message: {e}")))
     }
 }
 

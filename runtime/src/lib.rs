@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 
+pub mod bytes_field;
 mod channel;
 mod codec;
 pub mod config;

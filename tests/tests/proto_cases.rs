@@ -43,6 +43,8 @@ fn sample() -> Everything {
         flag: true,
         delta: -99,
         stamp: u64::MAX,
+        maybe_blob: Some(Bytes::from_static(b"maybe")),
+        blobs: vec![Bytes::new(), Bytes::from_static(b"two")],
     }
 }
 
@@ -58,7 +60,7 @@ async fn every_shape_round_trips_on_both_transports() {
         assert_eq!(mirror.reflect(sent.clone()).await.unwrap().into_inner(), sent, "{transport}");
 
         // Unset optional fields and the other oneof arms survive too.
-        for choice in [None, Some(Choice::Name("n".into())), Some(Choice::Number(0))] {
+        for choice in [None, Some(Choice::Name("n".into())), Some(Choice::Number(0)), Some(Choice::Raw(Bytes::new()))] {
             let sent = Everything { choice, maybe: None, ..Default::default() };
             assert_eq!(mirror.reflect(sent.clone()).await.unwrap().into_inner(), sent, "{transport}");
         }
@@ -95,20 +97,32 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
     })
 }
 
+/// Small blobs, and some of at least `duet::bytes_field::SHARE_FROM` bytes, which postcard decodes as
+/// slices of the input instead of copies.
+fn blob() -> impl Strategy<Value = Bytes> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+        (4090usize..4200, any::<u8>()).prop_map(|(len, b)| Bytes::from(vec![b; len])),
+    ]
+}
+
 fn everything() -> impl Strategy<Value = Everything> {
     let choice = prop_oneof![
         Just(None),
         ".{0,8}".prop_map(|s| Some(Choice::Name(s))),
         any::<u64>().prop_map(|n| Some(Choice::Number(n))),
         inner().prop_map(|i| Some(Choice::NestedChoice(i))),
+        blob().prop_map(|b| Some(Choice::Raw(b))),
     ];
     (
         (proptest::option::of(inner()), any::<i32>(), any::<i32>(), choice),
         (
             proptest::collection::hash_map(".{0,6}", inner(), 0..4),
             proptest::collection::vec(inner(), 0..3),
-            proptest::collection::vec(any::<u8>(), 0..64),
+            blob(),
             proptest::option::of(any::<i32>()),
+            proptest::option::of(blob()),
+            proptest::collection::vec(blob(), 0..3),
         ),
         (
             proptest::option::of(
@@ -123,7 +137,7 @@ fn everything() -> impl Strategy<Value = Everything> {
         .prop_map(
             |(
                 (inner, mood, color, choice),
-                (by_key, list, blob, maybe),
+                (by_key, list, blob, maybe, maybe_blob, blobs),
                 (at, tree, ty, ratio, (flag, delta, stamp)),
             )| {
                 Everything {
@@ -133,7 +147,7 @@ fn everything() -> impl Strategy<Value = Everything> {
                     choice,
                     by_key,
                     list,
-                    blob: Bytes::from(blob),
+                    blob,
                     maybe,
                     at,
                     took: None,
@@ -144,9 +158,41 @@ fn everything() -> impl Strategy<Value = Everything> {
                     flag,
                     delta,
                     stamp,
+                    maybe_blob,
+                    blobs,
                 }
             },
         )
+}
+
+#[test]
+fn large_bytes_fields_of_every_shape_share_the_received_buffer() {
+    let big = || Bytes::from(vec![9u8; duet::bytes_field::SHARE_FROM]);
+    let small = Bytes::from_static(b"small");
+    let msg = Everything {
+        blob: big(),
+        choice: Some(Choice::Raw(big())),
+        maybe_blob: Some(big()),
+        blobs: vec![big(), small.clone()],
+        ..Default::default()
+    };
+    for codec in [duet::WireCodec::Postcard, duet::WireCodec::Protobuf] {
+        let body = codec.encode(&msg, usize::MAX).unwrap();
+        let got = codec.decode::<Everything>(&body).unwrap();
+        assert_eq!(got, msg, "{codec:?}");
+        let shared = |b: &Bytes| body.as_ptr_range().contains(&b.as_ptr());
+        let Some(Choice::Raw(raw)) = &got.choice else { panic!("{codec:?}: {:?}", got.choice) };
+        for (field, b) in [
+            ("blob", &got.blob),
+            ("raw", raw),
+            ("maybe_blob", got.maybe_blob.as_ref().unwrap()),
+            ("blobs[0]", &got.blobs[0]),
+        ] {
+            assert!(shared(b), "{codec:?}: {field} was copied");
+        }
+        // prost shares every `bytes` field of a `Bytes` input; postcard copies those below the threshold.
+        assert_eq!(shared(&got.blobs[1]), codec == duet::WireCodec::Protobuf, "{codec:?}: blobs[1]");
+    }
 }
 
 proptest! {
