@@ -55,30 +55,84 @@ pub fn usage(pid: u32) -> Option<Usage> {
     Some(Usage { cpu_seconds: ticks as f64 / TICKS_PER_SECOND, switches })
 }
 
-/// Makes `calls` unary calls of `payload` bytes from `callers` concurrent callers on one client.
-pub async fn calls(
-    client: &Client,
-    payload: usize,
-    callers: usize,
-    calls: u64,
-) -> Result<(), crate::contenders::Error> {
-    let data = Bytes::from(vec![1u8; payload]);
-    let left = Arc::new(AtomicU64::new(calls));
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (client, data, left) = (client.clone(), data.clone(), left.clone());
-            tokio::spawn(async move {
-                while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
-                    client.unary(data.clone()).await?;
-                }
-                Ok::<_, crate::contenders::Error>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
+/// What `duet-bench cost` measures the cost of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Unary calls of `size` bytes each way; costs are per call.
+    Unary,
+    /// 64 MiB server-streamed in `size`-byte messages per call; costs are per MiB.
+    Download,
+    /// 64 MiB client-streamed in `size`-byte messages per call; costs are per MiB.
+    Upload,
+}
+
+/// Bytes one streaming call moves.
+pub const STREAM_TOTAL: u64 = 64 << 20;
+
+impl Workload {
+    /// The payload size when none is given: the main table's.
+    pub fn default_size(self) -> usize {
+        match self {
+            Workload::Unary => 64,
+            Workload::Download | Workload::Upload => 64 << 10,
+        }
     }
-    Ok(())
+
+    /// Calls per measurement when none is given: long enough for `/proc`'s 10 ms CPU ticks.
+    pub fn default_calls(self) -> u64 {
+        match self {
+            Workload::Unary => 20_000,
+            Workload::Download | Workload::Upload => 8,
+        }
+    }
+
+    /// What one unit of cost is.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Workload::Unary => "call",
+            Workload::Download | Workload::Upload => "MiB",
+        }
+    }
+
+    /// Runs `calls` calls from `callers` concurrent callers; returns how many units they were.
+    pub async fn run(
+        self,
+        client: &Client,
+        size: usize,
+        callers: usize,
+        calls: u64,
+    ) -> Result<f64, crate::contenders::Error> {
+        let left = Arc::new(AtomicU64::new(calls));
+        let data = Bytes::from(vec![1u8; size]);
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let (client, data, left) = (client.clone(), data.clone(), left.clone());
+                tokio::spawn(async move {
+                    while left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok() {
+                        match self {
+                            Workload::Unary => client.unary(data.clone()).await?,
+                            Workload::Download => {
+                                expect(STREAM_TOTAL, client.download(STREAM_TOTAL, size as u32).await?)?
+                            }
+                            Workload::Upload => expect(STREAM_TOTAL, client.upload(STREAM_TOTAL, size as u32).await?)?,
+                        }
+                    }
+                    Ok::<_, crate::contenders::Error>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok(match self {
+            Workload::Unary => calls as f64,
+            Workload::Download | Workload::Upload => (calls * STREAM_TOTAL) as f64 / f64::from(1 << 20),
+        })
+    }
+}
+
+fn expect(want: u64, got: u64) -> Result<(), crate::contenders::Error> {
+    if got == want { Ok(()) } else { Err(format!("a stream of {want} bytes moved {got}")) }
 }
 
 #[cfg(test)]

@@ -47,21 +47,25 @@ enum Cmd {
         #[arg(value_enum)]
         contender: Contender,
     },
-    /// CPU time and thread switches per unary call, in the client and in the server process: the
-    /// figure to compare when tuning the per-call path (rates swing with the machine's other load).
+    /// CPU time and thread switches per unary call (or per MiB streamed), in the client and in the
+    /// server process: the figure to compare when tuning (rates swing with the machine's other load).
     Cost {
         /// Contenders to measure (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         contenders: Vec<Contender>,
-        /// Payload size in bytes, each way.
-        #[arg(long, default_value_t = 64)]
-        size: usize,
+        /// What to measure: unary calls, or 64 MiB streamed per call.
+        #[arg(long, value_enum, default_value = "unary")]
+        workload: cost::Workload,
+        /// Payload size in bytes: each way for unary, per message for streaming (default 64 for
+        /// unary, 65536 for streaming).
+        #[arg(long)]
+        size: Option<usize>,
         /// Concurrent callers on the one connection.
         #[arg(long, value_delimiter = ',', default_value = "1,64")]
         callers: Vec<usize>,
-        /// Calls per measurement.
-        #[arg(long, default_value_t = 20_000)]
-        calls: u64,
+        /// Calls per measurement (default 20 000 unary calls, or 8 streams of 64 MiB).
+        #[arg(long)]
+        calls: Option<u64>,
         /// Rounds (the table shows medians).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -301,6 +305,7 @@ async fn measure_all(
 /// main table is; prints a markdown table of medians.
 async fn measure_cost(
     contenders: &[Contender],
+    workload: cost::Workload,
     size: usize,
     callers: &[usize],
     calls: u64,
@@ -325,11 +330,11 @@ async fn measure_cost(
                 let datagrams = || (socket.recv_datagrams.get(), socket.send_ipv4.get());
                 let (c0, s0) = (cost::usage(me).ok_or("no /proc")?, cost::usage(pid).ok_or("no /proc")?);
                 let d0 = datagrams();
-                cost::calls(&live.client, size, n, calls).await?;
+                let units = workload.run(&live.client, size, n, calls).await?;
                 let d1 = datagrams();
                 let (c1, s1) = (cost::usage(me).ok_or("no /proc")?, cost::usage(pid).ok_or("no /proc")?);
                 let (c, s) = (c1 - c0, s1 - s0);
-                let per = |x: f64| x / calls as f64;
+                let per = |x: f64| x / units;
                 samples.entry((idx, n)).or_default().push([
                     per(c.cpu_seconds * 1e6),
                     per(s.cpu_seconds * 1e6),
@@ -341,8 +346,9 @@ async fn measure_cost(
             }
         }
     }
+    let u = workload.unit();
     println!(
-        "| contender | callers | client CPU µs/call | server CPU µs/call | both | client switches/call | server switches/call | datagrams to the client/call | UDP bytes from the client/call |"
+        "| contender | callers | client CPU µs/{u} | server CPU µs/{u} | both | client switches/{u} | server switches/{u} | datagrams to the client/{u} | UDP bytes from the client/{u} |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for ((idx, n), mut rows) in samples {
@@ -377,9 +383,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::future::pending::<()>().await;
             return Ok(());
         }
-        Some(Cmd::Cost { contenders, size, callers, calls, rounds }) => {
+        Some(Cmd::Cost { contenders, workload, size, callers, calls, rounds }) => {
             let contenders = if contenders.is_empty() { Contender::ALL.to_vec() } else { contenders };
-            return measure_cost(&contenders, size, &callers, calls, rounds).await;
+            let size = size.unwrap_or(workload.default_size());
+            let calls = calls.unwrap_or(workload.default_calls());
+            return measure_cost(&contenders, workload, size, &callers, calls, rounds).await;
         }
         None => {}
     }
