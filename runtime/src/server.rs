@@ -171,8 +171,7 @@ impl Server {
 
     /// How long a new Iroh stream may take to send its request header (and a unary call its message)
     /// before it is answered `DEADLINE_EXCEEDED` and dropped (default 10 s): the guard against peers that
-    /// open streams and trickle bytes. One clock per connection ticks four times per timeout, so a
-    /// stalled stream is cut off between 1 and 1.25 timeouts after it opened.
+    /// open streams and trickle bytes.
     pub fn iroh_header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
         self

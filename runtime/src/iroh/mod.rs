@@ -15,7 +15,6 @@ mod frame_buf;
 pub(crate) mod recv;
 mod send;
 mod server;
-mod stall_guard;
 pub mod wire;
 
 pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};

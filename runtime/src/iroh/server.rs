@@ -21,7 +21,6 @@ use super::frame::{Frame, FrameKind};
 use super::frame_buf::FrameBuf;
 use super::recv::{self, Frames, IrohStream, Role};
 use super::send::FrameSender;
-use super::stall_guard::StallGuard;
 use super::wire::{RequestHeader, ResponseHeader};
 use super::{ok_trailer, trailer_from_status};
 use crate::codec::{Message, WireCodec};
@@ -92,7 +91,7 @@ pub struct ServerCall {
     send: FrameSender,
     limits: Limits,
     peer: EndpointId,
-    stall_guard: StallGuard,
+    header_timeout: Duration,
 }
 
 impl fmt::Debug for ServerCall {
@@ -114,9 +113,8 @@ enum Outcome {
 
 /// Reads the single request message of a unary or server-streaming call. A peer that sends a header
 /// and then nothing is cut off after the header timeout, so it cannot hold a handler slot for ever.
-async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, guard: StallGuard) -> Result<T, Status> {
-    let next = guard
-        .within(frames.next())
+async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Duration) -> Result<T, Status> {
+    let next = tokio::time::timeout(wait, frames.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
     match next {
@@ -139,9 +137,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
-        let guard = self.stall_guard.clone();
+        let wait = self.header_timeout;
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec, guard).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::One)
         })
     }
@@ -154,9 +152,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
     {
-        let guard = self.stall_guard.clone();
+        let wait = self.header_timeout;
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec, guard).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::Many)
         })
     }
@@ -382,10 +380,9 @@ impl ProtocolHandler for DuetProtocol {
         }
         // Calls past the limit wait for a slot: QUIC does not let the client open another stream.
         conn.set_max_concurrent_bi_streams(self.registry.max_concurrent_calls.into());
-        let guard = StallGuard::start(self.registry.header_timeout);
         while let Ok((send, recv)) = conn.accept_bi().await {
-            let (registry, guard) = (self.registry.clone(), guard.clone());
-            self.registry.tracker.spawn(async move { registry.serve_stream(peer, send, recv, guard).await });
+            let registry = self.registry.clone();
+            self.registry.tracker.spawn(async move { registry.serve_stream(peer, send, recv).await });
         }
         Ok(())
     }
@@ -429,7 +426,7 @@ pub fn read_call_header(body: &[u8]) -> Result<CallHeader, Status> {
 }
 
 impl Registry {
-    async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream, stall_guard: StallGuard) {
+    async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream) {
         let mut frames = recv::frames(recv, self.limits.max_decoding_message_size);
         let mut send = FrameSender::new(send);
         if self.draining.load(Ordering::SeqCst) {
@@ -437,7 +434,7 @@ impl Registry {
             let _ = send.trailer(&trailer_from_status(&status)).await;
             return;
         }
-        let header = match stall_guard.within(frames.next()).await {
+        let header = match tokio::time::timeout(self.header_timeout, frames.next()).await {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
             Ok(Some(Err(e))) => Err(e.to_status()),
@@ -466,7 +463,16 @@ impl Registry {
             let _ = send.trailer(&trailer_from_status(&status)).await;
             return;
         }
-        let call = ServerCall { metadata, timeout, fingerprint, frames, send, limits: self.limits, peer, stall_guard };
+        let call = ServerCall {
+            metadata,
+            timeout,
+            fingerprint,
+            frames,
+            send,
+            limits: self.limits,
+            peer,
+            header_timeout: self.header_timeout,
+        };
         service.call(method, call).await;
     }
 }
