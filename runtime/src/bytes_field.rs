@@ -7,6 +7,10 @@
 //! length of one decode, which buffer the input is; a field of at least [`SHARE_FROM`] bytes is
 //! then a [`Bytes::slice_ref`] of it. The bytes on the wire are the same as serde's own.
 //!
+//! Sending works the same way round: when duet writes a message to a QUIC stream, a field of at
+//! least [`SHARE_FROM`] bytes is handed to the stream as its own chunk, not copied into the frame.
+//! An echo of a 1 MiB field then holds the megabyte once, as a raw QUIC echo does.
+//!
 //! A message type written by hand can ask for the same:
 //!
 //! ```
@@ -39,6 +43,95 @@ pub const SHARE_FROM: usize = 4096;
 thread_local! {
     // The buffer being decoded on this thread, if it is large enough to hold a field worth sharing.
     static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    // What serialising a marked field on this thread does besides serde's own.
+    static OUTGOING: RefCell<Outgoing> = const { RefCell::new(Outgoing::Plain) };
+}
+
+/// The modes of an encode by duet's Iroh sender (anything else serialises as serde always does).
+#[derive(Debug)]
+enum Outgoing {
+    Plain,
+    /// Sizing a message: the bytes of fields that will be sent as chunks of their own.
+    Measuring {
+        shared: usize,
+    },
+    /// Writing a message: the field being serialised, until the output takes it.
+    Writing {
+        field: Option<Bytes>,
+    },
+}
+
+/// Restores the outer mode on the way out, unwinding included.
+struct RestoreOutgoing(Option<Outgoing>);
+
+impl Drop for RestoreOutgoing {
+    fn drop(&mut self) {
+        if let Some(outer) = self.0.take() {
+            OUTGOING.with(|o| *o.borrow_mut() = outer);
+        }
+    }
+}
+
+fn outgoing_mode(mode: Outgoing) -> RestoreOutgoing {
+    RestoreOutgoing(Some(OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), mode))))
+}
+
+/// Runs a sizing pass; returns its result and how many of the bytes it counted are fields that
+/// [`writing_shared`] will hand over as chunks of their own.
+pub(crate) fn measuring_shared<R>(size: impl FnOnce() -> R) -> (R, usize) {
+    let restore = outgoing_mode(Outgoing::Measuring { shared: 0 });
+    let out = size();
+    let shared = OUTGOING.with(|o| match *o.borrow() {
+        Outgoing::Measuring { shared } => shared,
+        _ => 0,
+    });
+    drop(restore);
+    (out, shared)
+}
+
+/// Runs an encode whose output calls [`take_shared`] for every slice it is given.
+pub(crate) fn writing_shared<R>(encode: impl FnOnce() -> R) -> R {
+    let _restore = outgoing_mode(Outgoing::Writing { field: None });
+    encode()
+}
+
+/// The field being written, if `data` is exactly its bytes: the output then keeps the `Bytes`
+/// instead of copying `data`.
+pub(crate) fn take_shared(data: &[u8]) -> Option<Bytes> {
+    if data.len() < SHARE_FROM {
+        return None;
+    }
+    OUTGOING.with(|o| match &mut *o.borrow_mut() {
+        Outgoing::Writing { field } => field.take_if(|f| f.as_ptr() == data.as_ptr() && f.len() == data.len()),
+        _ => None,
+    })
+}
+
+fn serialize_bytes<S: Serializer>(field: &Bytes, serializer: S) -> Result<S::Ok, S::Error> {
+    if field.len() >= SHARE_FROM {
+        let writing = OUTGOING.with(|o| match &mut *o.borrow_mut() {
+            Outgoing::Measuring { shared } => {
+                *shared += field.len();
+                false
+            }
+            Outgoing::Writing { field: current } => {
+                *current = Some(field.clone());
+                true
+            }
+            Outgoing::Plain => false,
+        });
+        if writing {
+            let out = serializer.serialize_bytes(field);
+            // Not taken (a serializer that does not pass the slice through): no stale handle.
+            OUTGOING.with(|o| {
+                if let Outgoing::Writing { field } = &mut *o.borrow_mut() {
+                    *field = None;
+                }
+            });
+            return out;
+        }
+    }
+    serializer.serialize_bytes(field)
 }
 
 /// Runs `decode` with `input` as the buffer `bytes` fields may share.
@@ -95,7 +188,7 @@ pub fn deserialize<'de, T: BytesField, D: Deserializer<'de>>(deserializer: D) ->
 
 impl BytesField for Bytes {
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Serialize::serialize(self, serializer)
+        serialize_bytes(self, serializer)
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_bytes(SharedVisitor)
@@ -104,7 +197,10 @@ impl BytesField for Bytes {
 
 impl BytesField for Option<Bytes> {
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Serialize::serialize(self, serializer)
+        match self {
+            Some(b) => serializer.serialize_some(&SharedRef(b)),
+            None => serializer.serialize_none(),
+        }
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Option::<Shared>::deserialize(deserializer)?.map(|s| s.0))
@@ -113,7 +209,7 @@ impl BytesField for Option<Bytes> {
 
 impl BytesField for Vec<Bytes> {
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        Serialize::serialize(self, serializer)
+        serializer.collect_seq(self.iter().map(|b| SharedRef(b)))
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Vec::<Shared>::deserialize(deserializer)?.into_iter().map(|s| s.0).collect())
@@ -121,6 +217,20 @@ impl BytesField for Vec<Bytes> {
 }
 
 struct Shared(Bytes);
+
+impl Serialize for Shared {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.0, serializer)
+    }
+}
+
+struct SharedRef<'a>(&'a Bytes);
+
+impl Serialize for SharedRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(self.0, serializer)
+    }
+}
 
 impl<'de> Deserialize<'de> for Shared {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

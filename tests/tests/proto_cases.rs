@@ -165,8 +165,8 @@ fn everything() -> impl Strategy<Value = Everything> {
         )
 }
 
-#[test]
-fn large_bytes_fields_of_every_shape_share_the_received_buffer() {
+#[tokio::test]
+async fn large_bytes_fields_of_every_shape_share_the_received_buffer() {
     let big = || Bytes::from(vec![9u8; duet::bytes_field::SHARE_FROM]);
     let small = Bytes::from_static(b"small");
     let msg = Everything {
@@ -193,6 +193,14 @@ fn large_bytes_fields_of_every_shape_share_the_received_buffer() {
         // prost shares every `bytes` field of a `Bytes` input; postcard copies those below the threshold.
         assert_eq!(shared(&got.blobs[1]), codec == duet::WireCodec::Protobuf, "{codec:?}: blobs[1]");
     }
+
+    // And on the wire, where the sender hands such fields to the stream as chunks of their own.
+    let running = harness::serve(Server::builder().add_service(MirrorServer::new(MirrorImpl))).await;
+    for transport in TRANSPORTS {
+        let mut mirror = MirrorClient::new(running.channel(transport));
+        assert_eq!(mirror.reflect(msg.clone()).await.unwrap().into_inner(), msg, "{transport}");
+    }
+    running.stop().await;
 }
 
 proptest! {

@@ -3,7 +3,8 @@
 //!
 //! Encoding each body to its own `Vec` and each length prefix to its own buffer took a dozen
 //! allocations per small call, more than the raw QUIC echo's whole per-call count (see
-//! BENCHMARKS.md, "CPU cost per call").
+//! BENCHMARKS.md, "CPU cost per call"). A large `bytes` field is the exception: it goes to the
+//! stream as a chunk of its own, uncopied (see [`crate::bytes_field`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
@@ -22,22 +23,36 @@ const AFTER_MESSAGE: usize = 64;
 /// Frames gathered for one write.
 #[derive(Debug)]
 pub(crate) struct FrameBuf {
+    /// Finished chunks, in order, before `buf`: empty unless a large field was spliced in.
+    chunks: Vec<Bytes>,
     buf: BytesMut,
 }
 
-/// A postcard output that appends to a `BytesMut` (postcard's own `to_extend` pushes byte by byte).
-struct Append<'a>(&'a mut BytesMut);
+/// A postcard output that appends to a `BytesMut` (postcard's own `to_extend` pushes byte by byte),
+/// and splices in large `bytes` fields as chunks of their own.
+struct Append<'a> {
+    chunks: &'a mut Vec<Bytes>,
+    buf: &'a mut BytesMut,
+}
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.put_u8(byte);
+        self.buf.put_u8(byte);
         Ok(())
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
+        match crate::bytes_field::take_shared(data) {
+            Some(field) => {
+                if !self.buf.is_empty() {
+                    self.chunks.push(self.buf.split().freeze());
+                }
+                self.chunks.push(field);
+            }
+            None => self.buf.extend_from_slice(data),
+        }
         Ok(())
     }
 
@@ -48,7 +63,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 
 impl FrameBuf {
     pub fn new() -> Self {
-        Self { buf: BytesMut::with_capacity(SMALL) }
+        Self { chunks: Vec::new(), buf: BytesMut::with_capacity(SMALL) }
     }
 
     /// Appends a header or trailer frame: the postcard body of `value`.
@@ -57,33 +72,64 @@ impl FrameBuf {
         let len = postcard::experimental::serialized_size(value).expect("header types always serialise");
         put_prefix(&mut self.buf, kind, len);
         self.buf.reserve(len);
-        postcard::serialize_with_flavor(value, Append(&mut self.buf)).expect("header types always serialise");
+        postcard::serialize_with_flavor(value, Append { chunks: &mut self.chunks, buf: &mut self.buf })
+            .expect("header types always serialise");
     }
 
     /// Appends a message frame, refusing a body larger than `limit` with `RESOURCE_EXHAUSTED` (as
     /// tonic does) before anything is written.
     pub fn message<T: Message>(&mut self, codec: WireCodec, msg: &T, limit: usize) -> Result<(), Status> {
-        let len = match codec {
-            WireCodec::Postcard => postcard::experimental::serialized_size(msg).map_err(encode_failed)?,
-            WireCodec::Protobuf => msg.encoded_len(),
+        let (len, shared) = match codec {
+            WireCodec::Postcard => {
+                let (len, shared) =
+                    crate::bytes_field::measuring_shared(|| postcard::experimental::serialized_size(msg));
+                (len.map_err(encode_failed)?, shared)
+            }
+            WireCodec::Protobuf => (msg.encoded_len(), 0),
         };
         if len > limit {
             return Err(crate::codec::too_large(len, limit));
         }
         put_prefix(&mut self.buf, FrameKind::Message, len);
-        self.buf.reserve(len + AFTER_MESSAGE);
+        self.buf.reserve(len - shared + AFTER_MESSAGE);
         match codec {
-            WireCodec::Postcard => {
-                postcard::serialize_with_flavor(msg, Append(&mut self.buf)).map_err(encode_failed)?
-            }
+            WireCodec::Postcard => crate::bytes_field::writing_shared(|| {
+                postcard::serialize_with_flavor(msg, Append { chunks: &mut self.chunks, buf: &mut self.buf })
+            })
+            .map_err(encode_failed)?,
             // Cannot fail: the buffer grows as needed.
             WireCodec::Protobuf => msg.encode_raw(&mut self.buf),
         }
         Ok(())
     }
 
-    pub fn freeze(self) -> Bytes {
-        self.buf.freeze()
+    /// The frames as one chunk when nothing was spliced in (the usual case, and no allocation).
+    pub fn into_chunks(mut self) -> Chunks {
+        if self.chunks.is_empty() {
+            Chunks::One(self.buf.freeze())
+        } else {
+            if !self.buf.is_empty() {
+                self.chunks.push(self.buf.freeze());
+            }
+            Chunks::Many(self.chunks)
+        }
+    }
+}
+
+/// Frames ready to write.
+#[derive(Debug)]
+pub(crate) enum Chunks {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl Chunks {
+    #[cfg(test)]
+    fn concat(self) -> Bytes {
+        match self {
+            Chunks::One(b) => b,
+            Chunks::Many(v) => v.concat().into(),
+        }
     }
 }
 
@@ -104,6 +150,7 @@ mod tests {
     #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
     struct Blob {
         #[prost(bytes = "bytes", tag = "1")]
+        #[serde(with = "crate::bytes_field")]
         data: Bytes,
         #[prost(uint64, tag = "2")]
         n: u64,
@@ -124,7 +171,7 @@ mod tests {
                 let mut buf = FrameBuf::new();
                 buf.message(codec, &msg, usize::MAX).expect("fits");
                 buf.header(FrameKind::Trailer, &trailer);
-                let frames = read_all(buf.freeze()).await;
+                let frames = read_all(buf.into_chunks().concat()).await;
                 assert_eq!(frames.len(), 2, "{codec:?}, {size} B");
                 assert_eq!(frames[0].kind, FrameKind::Message);
                 assert_eq!(frames[0].body, codec.encode(&msg, usize::MAX).expect("encodes"), "{codec:?}, {size} B");
@@ -136,17 +183,26 @@ mod tests {
     }
 
     #[test]
-    fn a_large_reply_with_its_trailer_takes_one_buffer_of_about_its_size() {
-        let msg = Blob { data: Bytes::from(vec![9u8; 1 << 20]), n: 7 };
+    fn a_large_field_goes_out_as_its_own_chunk_and_the_buffer_holds_the_rest() {
+        let data = Bytes::from(vec![9u8; 1 << 20]);
+        let msg = Blob { data: data.clone(), n: 7 };
+        let trailer = Trailer { code: 0, message: String::new(), details: Bytes::new(), metadata: vec![] };
         let mut buf = FrameBuf::new();
         buf.header(FrameKind::ResponseHeader, &crate::iroh::wire::ResponseHeader { metadata: vec![] });
         buf.message(WireCodec::Postcard, &msg, usize::MAX).expect("fits");
-        buf.header(
-            FrameKind::Trailer,
-            &Trailer { code: 0, message: String::new(), details: Bytes::new(), metadata: vec![] },
-        );
-        let (len, cap) = (buf.buf.len(), buf.buf.capacity());
-        assert!(cap < len + 4096, "{len} bytes of frames in a buffer of {cap}");
+        buf.header(FrameKind::Trailer, &trailer);
+        assert!(buf.buf.capacity() < 4096, "the buffer reserved {} bytes for a spliced field", buf.buf.capacity());
+        let Chunks::Many(chunks) = buf.into_chunks() else { panic!("the field was copied into the frame") };
+        assert_eq!(chunks.len(), 3, "frames before the field, the field, frames after it");
+        assert_eq!(chunks[1].as_ptr(), data.as_ptr(), "the field itself, not a copy");
+
+        // Protobuf and small fields are copied: one chunk.
+        for (codec, size) in [(WireCodec::Protobuf, 1 << 20), (WireCodec::Postcard, crate::bytes_field::SHARE_FROM - 1)]
+        {
+            let mut buf = FrameBuf::new();
+            buf.message(codec, &Blob { data: Bytes::from(vec![1u8; size]), n: 1 }, usize::MAX).expect("fits");
+            assert!(matches!(buf.into_chunks(), Chunks::One(_)), "{codec:?}, {size} B");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use iroh::endpoint::SendStream;
 
 use super::CANCEL;
 use super::frame::FrameKind;
-use super::frame_buf::FrameBuf;
+use super::frame_buf::{Chunks, FrameBuf};
 use super::wire::Trailer;
 use crate::Status;
 use crate::codec::{Message, WireCodec};
@@ -36,7 +36,11 @@ impl FrameSender {
     /// packet, where a write per frame would wake the connection once per frame.
     pub async fn write(&mut self, frames: FrameBuf, finish: bool) -> Result<(), Status> {
         self.mid_frame = true;
-        self.stream.write_chunk(frames.freeze()).await.map_err(|e| super::status_from_io(&e.into()))?;
+        let written = match frames.into_chunks() {
+            Chunks::One(chunk) => self.stream.write_chunk(chunk).await,
+            Chunks::Many(mut chunks) => self.stream.write_all_chunks(&mut chunks).await,
+        };
+        written.map_err(|e| super::status_from_io(&e.into()))?;
         self.mid_frame = false;
         if finish {
             self.finish();
