@@ -209,7 +209,7 @@ impl BytesField for Option<Bytes> {
 
 impl BytesField for Vec<Bytes> {
     fn serialize_field<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter().map(|b| SharedRef(b)))
+        serializer.collect_seq(self.iter().map(SharedRef))
     }
     fn deserialize_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Vec::<Shared>::deserialize(deserializer)?.into_iter().map(|s| s.0).collect())
@@ -320,7 +320,7 @@ mod tests {
         let outer = Bytes::from(vec![3u8; 2 * SHARE_FROM]);
         let inner = Bytes::from(vec![4u8; 2 * SHARE_FROM]);
         let from_outer = decoding_from(&outer, |buf| {
-            let _ = decoding_from(&inner, |_| ());
+            decoding_from(&inner, |_| ());
             SharedVisitor.visit_borrowed_bytes::<serde::de::value::Error>(&buf[..SHARE_FROM]).unwrap()
         });
         assert_eq!(from_outer.as_ptr(), outer.as_ptr());
