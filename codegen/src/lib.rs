@@ -146,6 +146,10 @@ impl Builder {
     }
 
     /// Adds an attribute to fields matching `path`.
+    ///
+    /// Every `bytes` field gets `#[serde(with = "::duet::bytes_field", default)]` so that large
+    /// values travel uncopied on the Iroh wire (see `duet::bytes_field`); a field this reaches with
+    /// its own serde `with`, `serialize_with` or `deserialize_with` keeps yours instead.
     pub fn field_attribute(mut self, path: impl AsRef<str>, attribute: impl AsRef<str>) -> Self {
         self.field_attributes.push((path.as_ref().to_owned(), attribute.as_ref().to_owned()));
         self
@@ -228,7 +232,7 @@ impl Builder {
         }
 
         let fingerprints = fingerprints(&fds);
-        let bytes_fields = bytes_fields::paths(&fds);
+        let bytes_fields = bytes_fields::fields(&fds);
         self.check_service_names(&fds)?;
 
         let mut tonic = tonic_prost_build::configure()
@@ -272,10 +276,14 @@ impl Builder {
         for (p, a) in &self.enum_attributes {
             config.enum_attribute(p, a);
         }
-        // A field the caller gave its own serde attribute keeps it: two `with`s would not compile.
-        for path in bytes_fields {
-            if !self.field_attributes.iter().any(|(p, a)| *p == path && a.contains("serde(")) {
-                config.field_attribute(&path, bytes_fields::ATTRIBUTE);
+        // A field the caller gave its own serde `with` keeps it: two would not compile.
+        for field in bytes_fields {
+            let own = self
+                .field_attributes
+                .iter()
+                .any(|(p, a)| bytes_fields::reaches(p, &field.path) && bytes_fields::sets_serde_with(a));
+            if !own {
+                config.field_attribute(&field.path, field.attribute());
             }
         }
         for (p, a) in &self.field_attributes {
@@ -354,19 +362,25 @@ fn fingerprints(fds: &prost_types::FileDescriptorSet) -> HashMap<(String, String
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn rerun_lines_name_every_proto_read_from_disk_and_no_bundled_one() {
+pub(crate) mod tests {
+    /// A compiler that has read `files` (name, text) from a scratch directory, the first one opened.
+    pub(crate) fn compiler(files: &[(&str, &str)]) -> protox::Compiler {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.proto"),
-            "syntax = \"proto3\";\nimport \"b.proto\";\nimport \"google/protobuf/empty.proto\";\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("b.proto"), "syntax = \"proto3\";\n").unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let mut compiler = protox::Compiler::new([dir.path()]).unwrap();
         compiler.include_imports(true);
-        compiler.open_files(["a.proto"]).unwrap();
+        compiler.open_files([files[0].0]).unwrap();
+        compiler
+    }
+
+    #[test]
+    fn rerun_lines_name_every_proto_read_from_disk_and_no_bundled_one() {
+        let compiler = compiler(&[
+            ("a.proto", "syntax = \"proto3\";\nimport \"b.proto\";\nimport \"google/protobuf/empty.proto\";\n"),
+            ("b.proto", "syntax = \"proto3\";\n"),
+        ]);
         let lines = super::rerun_lines(&compiler);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines.iter().any(|l| l.ends_with("a.proto")) && lines.iter().any(|l| l.ends_with("b.proto")));

@@ -2,10 +2,12 @@
 //!
 //! serde's `Deserialize` for [`Bytes`] copies: it never sees the buffer the input came from. For a
 //! large field (an image chunk, a snapshot piece) that copy doubles the memory a call holds and
-//! costs a pass over the payload. `duet-codegen` puts `#[serde(with = "…bytes_field")]` on every
-//! `bytes` field, and [`WireCodec::decode`](crate::WireCodec::decode) tells this module, for the
-//! length of one decode, which buffer the input is; a field of at least [`SHARE_FROM`] bytes is
-//! then a [`Bytes::slice_ref`] of it. The bytes on the wire are the same as serde's own.
+//! costs a pass over the payload. `duet-codegen` puts `#[serde(with = "…bytes_field", default)]` on
+//! the `bytes` fields of the messages it generates (not on map values, and not where the build
+//! gives a field its own serde `with`), and
+//! [`WireCodec::decode_shared`](crate::WireCodec::decode_shared) tells this module, for the length
+//! of one decode, which buffer the input is; a field of at least [`SHARE_FROM`] bytes is then a
+//! [`Bytes::slice_ref`] of it. The bytes on the wire are the same as serde's own.
 //!
 //! Sending works the same way round: when duet writes a message to a QUIC stream, a field of at
 //! least [`SHARE_FROM`] bytes is handed to the stream as its own chunk, not copied into the frame.
@@ -14,7 +16,7 @@
 //! A message type written by hand can ask for the same:
 //!
 //! ```
-//! #[derive(Clone, PartialEq, Default, prost::Message, serde::Serialize, serde::Deserialize)]
+//! #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
 //! struct Chunk {
 //!     #[prost(bytes = "bytes", tag = "1")]
 //!     #[serde(with = "duet::bytes_field")]
@@ -22,7 +24,7 @@
 //! }
 //!
 //! let body = duet::WireCodec::Postcard.encode(&Chunk { data: vec![1; 8192].into() }, usize::MAX)?;
-//! let chunk: Chunk = duet::WireCodec::Postcard.decode(&body)?;
+//! let chunk: Chunk = duet::WireCodec::Postcard.decode_shared(&body)?;
 //! assert!(body.as_ptr_range().contains(&chunk.data.as_ptr()), "shared, not copied");
 //! # Ok::<(), duet::Status>(())
 //! ```
@@ -34,10 +36,12 @@ use bytes::Bytes;
 use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// Fields at least this long share the received buffer; shorter ones are copied. A shared field
-/// keeps the whole buffer it arrived in alive, so a small field kept for long (a Raft log entry,
-/// say) would otherwise hold on to a read buffer many times its size; below this size a copy is
-/// cheaper than that risk.
+/// Fields at least this long share the received buffer; shorter ones are copied.
+///
+/// A shared field keeps the stream's whole read buffer alive, which is about as large as the
+/// largest frames the stream carried (for a stream of 1 MiB messages, up to 2 MiB): a field you keep
+/// for long, such as a log entry, is better copied out with [`Bytes::copy_from_slice`]. Below this
+/// size duet copies anyway, since a copy is cheaper than that risk.
 pub const SHARE_FROM: usize = 4096;
 
 thread_local! {
@@ -313,6 +317,75 @@ mod tests {
         assert_ne!(copied.as_ptr(), other.as_ptr());
         assert_eq!(copied, other);
         assert!(SOURCE.with(|s| s.borrow().is_none()), "the source is cleared after the decode");
+    }
+
+    /// Every shape `duet-codegen` marks, and its twin without the attribute.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Marked {
+        #[serde(with = "super", default)]
+        one: Bytes,
+        #[serde(with = "super", default)]
+        maybe: Option<Bytes>,
+        #[serde(with = "super", default)]
+        many: Vec<Bytes>,
+        kind: Option<MarkedKind>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum MarkedKind {
+        #[serde(with = "super")]
+        Raw(Bytes),
+        Text(String),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Plain {
+        one: Bytes,
+        maybe: Option<Bytes>,
+        many: Vec<Bytes>,
+        kind: Option<PlainKind>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum PlainKind {
+        Raw(Bytes),
+        Text(String),
+    }
+
+    fn twins(len: usize, variant: u8) -> (Marked, Plain) {
+        let b = |n: u8| Bytes::from(vec![n; len]);
+        let (mk, pk) = match variant {
+            0 => (None, None),
+            1 => (Some(MarkedKind::Raw(b(4))), Some(PlainKind::Raw(b(4)))),
+            _ => (Some(MarkedKind::Text("t".into())), Some(PlainKind::Text("t".into()))),
+        };
+        let marked = Marked { one: b(1), maybe: Some(b(2)), many: vec![b(3), Bytes::new()], kind: mk };
+        let plain = Plain { one: b(1), maybe: Some(b(2)), many: vec![b(3), Bytes::new()], kind: pk };
+        (marked, plain)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn marked_fields_write_and_read_the_bytes_plain_serde_does(len in 0usize..10_000, variant in 0u8..3) {
+            let (marked, plain) = twins(len, variant);
+            let wire = postcard::to_stdvec(&marked).unwrap();
+            proptest::prop_assert_eq!(&wire, &postcard::to_stdvec(&plain).unwrap());
+            let input = Bytes::from(wire);
+            let back: Marked = decoding_from(&input, |buf| postcard::from_bytes(buf)).unwrap();
+            proptest::prop_assert_eq!(&back, &marked);
+            // Shared exactly when long enough.
+            proptest::prop_assert_eq!(input.as_ptr_range().contains(&back.one.as_ptr()), len >= SHARE_FROM);
+            // And through a self-describing format, both ways.
+            let json = serde_json::to_string(&marked).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&plain).unwrap());
+            proptest::prop_assert_eq!(serde_json::from_str::<Marked>(&json).unwrap(), marked);
+        }
+    }
+
+    #[test]
+    fn a_marked_field_missing_from_json_is_its_default() {
+        let m: Marked = serde_json::from_str("{}").unwrap();
+        assert_eq!(m, Marked { one: Bytes::new(), maybe: None, many: vec![], kind: None });
     }
 
     #[test]

@@ -43,26 +43,35 @@ impl WireCodec {
 
     /// Decodes one message body. A body that does not parse is `INTERNAL`, as in tonic.
     ///
-    /// `bytes` fields of the result share `body`'s buffer instead of copying it: with protobuf, as
-    /// prost does for any `Bytes` input; with postcard, for fields of at least
-    /// [`SHARE_FROM`](crate::bytes_field::SHARE_FROM) bytes (smaller ones are copied, so a
-    /// small field kept for long does not keep a large buffer alive).
-    ///
     /// ```
     /// # use duet::WireCodec;
     /// let body = WireCodec::Postcard.encode(&"hello".to_owned(), 1024)?;
     /// assert_eq!(WireCodec::Postcard.decode::<String>(&body)?, "hello");
     /// # Ok::<(), duet::Status>(())
     /// ```
-    pub fn decode<T: Message>(self, body: &Bytes) -> Result<T, Status> {
+    pub fn decode<T: Message>(self, body: &[u8]) -> Result<T, Status> {
         let decoded = match self {
-            WireCodec::Postcard => {
-                crate::bytes_field::decoding_from(body, |buf| postcard::from_bytes(buf).map_err(|e| e.to_string()))
-            }
-            WireCodec::Protobuf => T::decode(body.clone()).map_err(|e| e.to_string()),
+            WireCodec::Postcard => postcard::from_bytes(body).map_err(|e| e.to_string()),
+            WireCodec::Protobuf => T::decode(body).map_err(|e| e.to_string()),
         };
-        decoded.map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+        decoded.map_err(decode_failed)
     }
+
+    /// [`decode`](Self::decode), where postcard `bytes` fields of at least
+    /// [`SHARE_FROM`](crate::bytes_field::SHARE_FROM) bytes become slices of `body` instead of
+    /// copies (see [`crate::bytes_field`]). This is how duet's Iroh wire decodes. Protobuf bodies are
+    /// decoded as by `decode`: prost would share every `bytes` field, however small.
+    pub fn decode_shared<T: Message>(self, body: &Bytes) -> Result<T, Status> {
+        match self {
+            WireCodec::Postcard => crate::bytes_field::decoding_from(body, |buf| postcard::from_bytes(buf))
+                .map_err(|e| decode_failed(e.to_string())),
+            WireCodec::Protobuf => self.decode(body),
+        }
+    }
+}
+
+fn decode_failed(e: String) -> Status {
+    Status::internal(format!("failed to decode message: {e}"))
 }
 
 /// The status of a message that encodes to more than the sender's limit, worded as tonic's.

@@ -144,7 +144,7 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
     loop {
         match frames.next().await {
             Some(Ok(Frame { kind: FrameKind::Message, body })) if msg.is_none() => {
-                msg = Some(codec.decode(&body).map_err(Failure::Answered)?);
+                msg = Some(codec.decode_shared(&body).map_err(Failure::Answered)?);
             }
             Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
                 let status = super::parse_trailer(&body);

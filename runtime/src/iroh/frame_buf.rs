@@ -91,7 +91,9 @@ impl FrameBuf {
             return Err(crate::codec::too_large(len, limit));
         }
         put_prefix(&mut self.buf, FrameKind::Message, len);
-        self.buf.reserve(len - shared + AFTER_MESSAGE);
+        // Saturating: a hand-written `Serialize` that also feeds marked fields to another serializer
+        // is counted too, and an over-count only makes the buffer grow later.
+        self.buf.reserve(len.saturating_sub(shared) + AFTER_MESSAGE);
         match codec {
             WireCodec::Postcard => crate::bytes_field::writing_shared(|| {
                 postcard::serialize_with_flavor(msg, Append { chunks: &mut self.chunks, buf: &mut self.buf })
@@ -202,6 +204,49 @@ mod tests {
             let mut buf = FrameBuf::new();
             buf.message(codec, &Blob { data: Bytes::from(vec![1u8; size]), n: 1 }, usize::MAX).expect("fits");
             assert!(matches!(buf.into_chunks(), Chunks::One(_)), "{codec:?}, {size} B");
+        }
+    }
+
+    /// Every shape `duet-codegen` marks.
+    #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+    struct Shapes {
+        #[prost(bytes = "bytes", tag = "1")]
+        #[serde(with = "crate::bytes_field", default)]
+        one: Bytes,
+        #[prost(bytes = "bytes", optional, tag = "2")]
+        #[serde(with = "crate::bytes_field", default)]
+        maybe: Option<Bytes>,
+        #[prost(bytes = "bytes", repeated, tag = "3")]
+        #[serde(with = "crate::bytes_field", default)]
+        many: Vec<Bytes>,
+        #[prost(string, tag = "4")]
+        text: String,
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn spliced_frames_hold_the_bytes_a_plain_encode_makes(
+            sizes in proptest::collection::vec(0usize..9000, 1..5),
+            maybe in proptest::option::of(0usize..9000),
+            text in ".{0,20}",
+        ) {
+            let b = |n: usize| Bytes::from(vec![n as u8; n]);
+            let msg = Shapes { one: b(sizes[0]), maybe: maybe.map(b), many: sizes[1..].iter().map(|&n| b(n)).collect(), text };
+            let mut buf = FrameBuf::new();
+            buf.message(WireCodec::Postcard, &msg, usize::MAX).unwrap();
+            buf.header(FrameKind::Trailer, &Trailer { code: 0, message: String::new(), details: Bytes::new(), metadata: vec![] });
+            let large = sizes.iter().chain(maybe.iter()).filter(|&&n| n >= crate::bytes_field::SHARE_FROM).count();
+            let chunks = buf.into_chunks();
+            match &chunks {
+                Chunks::One(_) => proptest::prop_assert_eq!(large, 0),
+                Chunks::Many(v) => proptest::prop_assert!(v.len() > large, "{} chunks for {large} large fields", v.len()),
+            }
+            let mut whole = BytesMut::from(&chunks.concat()[..]);
+            let mut decoder = FrameDecoder::new(usize::MAX);
+            let frame = tokio_util::codec::Decoder::decode(&mut decoder, &mut whole).unwrap().expect("a frame");
+            proptest::prop_assert_eq!(&frame.body[..], &postcard::to_stdvec(&msg).unwrap()[..]);
+            let trailer = tokio_util::codec::Decoder::decode(&mut decoder, &mut whole).unwrap().expect("the trailer");
+            proptest::prop_assert_eq!(trailer.kind, FrameKind::Trailer);
         }
     }
 

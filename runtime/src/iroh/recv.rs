@@ -72,7 +72,7 @@ impl<T> IrohStream<T> {
     {
         match (frame.kind, self.role) {
             (FrameKind::Message, _) => {
-                let decoded = self.codec.decode(&frame.body);
+                let decoded = self.codec.decode_shared(&frame.body);
                 self.done = decoded.is_err();
                 Some(decoded)
             }

@@ -120,7 +120,7 @@ async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Durat
     match next {
         Some(Ok(Frame { kind: FrameKind::Message, body })) => {
             recv::read_end_if_there(frames);
-            codec.decode(&body)
+            codec.decode_shared(&body)
         }
         Some(Ok(Frame { kind, .. })) => Err(super::unexpected(kind)),
         Some(Err(e)) => Err(e.to_status()),
