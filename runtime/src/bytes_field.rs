@@ -11,7 +11,8 @@
 //!
 //! Sending works the same way round: when duet writes a message to a QUIC stream, a field of at
 //! least [`SHARE_FROM`] bytes is handed to the stream as its own chunk, not copied into the frame.
-//! An echo of a 1 MiB field then holds the megabyte once, as a raw QUIC echo does.
+//! An echo of a 1 MiB field then holds the megabyte in one buffer, the one it was read into, until
+//! the reply is acknowledged (it held three before: that buffer, the decoded copy, the encoded one).
 //!
 //! A message type written by hand can ask for the same:
 //!
