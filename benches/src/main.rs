@@ -138,6 +138,15 @@ struct Live {
     client: contenders::Client,
 }
 
+impl Live {
+    /// Closes the client's endpoint, then stops the server process.
+    async fn stop(self) {
+        drop(self.client);
+        self.ep.close().await;
+        drop(self.server);
+    }
+}
+
 async fn start(c: Contender) -> Result<Live, Box<dyn std::error::Error>> {
     let (server, addr) = spawn_server(c)?;
     let ep = contenders::bind(c != Contender::RawIrohDefaults).await;
@@ -294,9 +303,7 @@ async fn measure_all(
         }
     }
     for live in lives {
-        drop(live.client);
-        live.ep.close().await;
-        drop(live.server);
+        live.stop().await;
     }
     Ok(samples.medians())
 }
@@ -366,9 +373,7 @@ async fn measure_cost(
         );
     }
     for live in lives {
-        drop(live.client);
-        live.ep.close().await;
-        drop(live.server);
+        live.stop().await;
     }
     Ok(())
 }

@@ -32,6 +32,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::thread::LocalKey;
 
 use bytes::Bytes;
 use serde::de::{Deserializer, SeqAccess, Visitor};
@@ -66,25 +67,29 @@ enum Outgoing {
     },
 }
 
-/// Restores the outer mode on the way out, unwinding included.
-struct RestoreOutgoing(Option<Outgoing>);
+/// Holds `value` in a thread-local until dropped, then puts back what was there (unwinding included),
+/// so a nested encode or decode leaves the outer one's state as it found it.
+struct Scoped<T: 'static> {
+    key: &'static LocalKey<RefCell<T>>,
+    outer: Option<T>,
+}
 
-impl Drop for RestoreOutgoing {
+impl<T> Drop for Scoped<T> {
     fn drop(&mut self) {
-        if let Some(outer) = self.0.take() {
-            OUTGOING.with(|o| *o.borrow_mut() = outer);
+        if let Some(outer) = self.outer.take() {
+            self.key.with(|cell| *cell.borrow_mut() = outer);
         }
     }
 }
 
-fn outgoing_mode(mode: Outgoing) -> RestoreOutgoing {
-    RestoreOutgoing(Some(OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), mode))))
+fn scoped<T>(key: &'static LocalKey<RefCell<T>>, value: T) -> Scoped<T> {
+    Scoped { key, outer: Some(key.with(|cell| std::mem::replace(&mut *cell.borrow_mut(), value))) }
 }
 
 /// Runs a sizing pass; returns its result and how many of the bytes it counted are fields that
 /// [`writing_shared`] will hand over as chunks of their own.
 pub(crate) fn measuring_shared<R>(size: impl FnOnce() -> R) -> (R, usize) {
-    let restore = outgoing_mode(Outgoing::Measuring { shared: 0 });
+    let restore = scoped(&OUTGOING, Outgoing::Measuring { shared: 0 });
     let out = size();
     let shared = OUTGOING.with(|o| match *o.borrow() {
         Outgoing::Measuring { shared } => shared,
@@ -96,7 +101,7 @@ pub(crate) fn measuring_shared<R>(size: impl FnOnce() -> R) -> (R, usize) {
 
 /// Runs an encode whose output calls [`take_shared`] for every slice it is given.
 pub(crate) fn writing_shared<R>(encode: impl FnOnce() -> R) -> R {
-    let _restore = outgoing_mode(Outgoing::Writing { field: None });
+    let _restore = scoped(&OUTGOING, Outgoing::Writing { field: None });
     encode()
 }
 
@@ -144,16 +149,7 @@ pub(crate) fn decoding_from<R>(input: &Bytes, decode: impl FnOnce(&[u8]) -> R) -
     if input.len() < SHARE_FROM {
         return decode(input);
     }
-    // Restored on the way out, unwinding included, so a decode nested in a decode (a field type
-    // with its own `Deserialize` that decodes again) sees its own buffer and leaves the outer one.
-    struct Restore(Option<Bytes>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let outer = self.0.take();
-            SOURCE.with(|s| *s.borrow_mut() = outer);
-        }
-    }
-    let _restore = Restore(SOURCE.with(|s| s.borrow_mut().replace(input.clone())));
+    let _restore = scoped(&SOURCE, Some(input.clone()));
     decode(input)
 }
 

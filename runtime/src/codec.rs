@@ -30,9 +30,7 @@ impl WireCodec {
     /// Encodes `msg`, refusing results larger than `limit` bytes with `RESOURCE_EXHAUSTED` (as tonic does).
     pub fn encode<T: Message>(self, msg: &T, limit: usize) -> Result<Bytes, Status> {
         let bytes = match self {
-            WireCodec::Postcard => {
-                postcard::to_stdvec(msg).map_err(|e| Status::internal(format!("failed to encode message: {e}")))?
-            }
+            WireCodec::Postcard => postcard::to_stdvec(msg).map_err(encode_failed)?,
             WireCodec::Protobuf => msg.encode_to_vec(),
         };
         if bytes.len() > limit {
@@ -50,11 +48,10 @@ impl WireCodec {
     /// # Ok::<(), duet::Status>(())
     /// ```
     pub fn decode<T: Message>(self, body: &[u8]) -> Result<T, Status> {
-        let decoded = match self {
-            WireCodec::Postcard => postcard::from_bytes(body).map_err(|e| e.to_string()),
-            WireCodec::Protobuf => T::decode(body).map_err(|e| e.to_string()),
-        };
-        decoded.map_err(decode_failed)
+        match self {
+            WireCodec::Postcard => postcard::from_bytes(body).map_err(decode_failed),
+            WireCodec::Protobuf => T::decode(body).map_err(decode_failed),
+        }
     }
 
     /// [`decode`](Self::decode), where postcard `bytes` fields of at least
@@ -63,15 +60,21 @@ impl WireCodec {
     /// decoded as by `decode`: prost would share every `bytes` field, however small.
     pub fn decode_shared<T: Message>(self, body: &Bytes) -> Result<T, Status> {
         match self {
-            WireCodec::Postcard => crate::bytes_field::decoding_from(body, |buf| postcard::from_bytes(buf))
-                .map_err(|e| decode_failed(e.to_string())),
+            WireCodec::Postcard => {
+                crate::bytes_field::decoding_from(body, |buf| postcard::from_bytes(buf)).map_err(decode_failed)
+            }
             WireCodec::Protobuf => self.decode(body),
         }
     }
 }
 
-fn decode_failed(e: String) -> Status {
+fn decode_failed(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("failed to decode message: {e}"))
+}
+
+/// The status of a message the codec could not encode, worded as tonic's.
+pub(crate) fn encode_failed(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("failed to encode message: {e}"))
 }
 
 /// The status of a message that encodes to more than the sender's limit, worded as tonic's.

@@ -70,9 +70,7 @@ async fn start(
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Failure> {
     let mut send = FrameSender::new(send);
-    let mut header = FrameBuf::new();
-    header.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
-    send.write(header, false).await.map_err(Failure::Lost)?;
+    send.header(FrameKind::RequestHeader, &request_header(desc, md, timeout), false).await.map_err(Failure::Lost)?;
     Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::frame::{FrameKind, put_prefix};
 use crate::Status;
-use crate::codec::{Message, WireCodec};
+use crate::codec::{Message, WireCodec, encode_failed};
 
 /// Room for the frames of a small call; a larger message reserves what it needs.
 const SMALL: usize = 256;
@@ -133,10 +133,6 @@ impl Chunks {
             Chunks::Many(v) => v.concat().into(),
         }
     }
-}
-
-fn encode_failed(e: postcard::Error) -> Status {
-    Status::internal(format!("failed to encode message: {e}"))
 }
 
 #[cfg(test)]

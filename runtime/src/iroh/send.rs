@@ -1,6 +1,7 @@
 //! Writing frames to a QUIC send stream.
 
 use iroh::endpoint::SendStream;
+use serde::Serialize;
 
 use super::CANCEL;
 use super::frame::FrameKind;
@@ -54,10 +55,16 @@ impl FrameSender {
         self.write(frames, false).await
     }
 
-    pub async fn trailer(&mut self, trailer: &Trailer) -> Result<(), Status> {
+    /// Writes one header-like frame (request header, response header, trailer) and finishes the
+    /// stream if `finish`.
+    pub async fn header<T: Serialize>(&mut self, kind: FrameKind, value: &T, finish: bool) -> Result<(), Status> {
         let mut frames = FrameBuf::new();
-        frames.header(FrameKind::Trailer, trailer);
-        self.write(frames, true).await
+        frames.header(kind, value);
+        self.write(frames, finish).await
+    }
+
+    pub async fn trailer(&mut self, trailer: &Trailer) -> Result<(), Status> {
+        self.header(FrameKind::Trailer, trailer, true).await
     }
 
     pub fn finish(&mut self) {

@@ -299,7 +299,8 @@ async fn respond<Resp: Message>(
             let (md, mut stream, mut ext) = response.into_parts();
             let trailer = success_trailer(&mut ext);
             async {
-                send_header(send, md).await?;
+                send.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) }, false)
+                    .await?;
                 while let Some(item) = stream.next().await {
                     let mut frame = FrameBuf::new();
                     let encoded = match item {
@@ -327,12 +328,6 @@ fn success_trailer(ext: &mut Extensions) -> super::wire::Trailer {
         trailer.metadata = metadata_wire::to_wire(md);
     }
     trailer
-}
-
-async fn send_header(send: &mut FrameSender, md: MetadataMap) -> Result<(), Status> {
-    let mut header = FrameBuf::new();
-    header.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) });
-    send.write(header, false).await
 }
 
 /// The services one Iroh endpoint serves, by fully qualified name.
