@@ -370,6 +370,7 @@ impl ServerHandle {
             self.max_concurrent_calls,
             self.access.clone(),
             self.header_timeout,
+            endpoint.id(),
         );
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {

@@ -19,8 +19,8 @@ pub struct KindsImpl {
     pub calls: Arc<AtomicUsize>,
     /// How often `Record` ran for each id.
     pub recorded: Arc<Mutex<HashMap<String, usize>>>,
-    /// Extra latency of `Echo` when called over gRPC and over Iroh, in ms (a delay layer for the
-    /// adaptive tests).
+    /// Extra latency of `Echo` and `Record` (after it records) when called over gRPC and over Iroh,
+    /// in ms: a delay layer for the adaptive tests, and a slow handler for the fault tests.
     pub delay_ms: [Arc<AtomicU64>; 2],
 }
 
@@ -75,11 +75,18 @@ impl Kinds for KindsImpl {
 
     async fn record(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_for(request.peer());
         let id = request.into_inner().text;
-        let mut recorded = self.recorded.lock().expect("recorded lock");
-        let n = recorded.entry(id.clone()).or_default();
-        *n += 1;
-        Ok(Response::new(EchoReply { text: id, index: *n as u32 }))
+        let n = {
+            let mut recorded = self.recorded.lock().expect("recorded lock");
+            let n = recorded.entry(id.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        Ok(Response::new(EchoReply { text: id, index: n as u32 }))
     }
 
     async fn count(&self, request: Request<CountRequest>) -> Result<Response<BoxStream<EchoReply>>, Status> {

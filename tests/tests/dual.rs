@@ -264,3 +264,49 @@ async fn schema_mismatch_routes_the_service_over_grpc() {
     assert!(err.message().contains("schema mismatch"), "{err:?}");
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_schema_mismatch_heals_after_its_recheck_time_and_when_the_peer_reconnects() {
+    const OTHER_BUILD: duet::MethodDesc = duet::MethodDesc {
+        fingerprint: duet_tests::pb::matrix::v1::kinds_methods::ECHO.fingerprint ^ 0xbeef,
+        ..duet_tests::pb::matrix::v1::kinds_methods::ECHO
+    };
+    let opts = duet::CallOptions::default();
+    let call = |channel: Channel, desc: &'static duet::MethodDesc| {
+        let opts = opts.clone();
+        async move {
+            let r = channel
+                .unary::<EchoRequest, duet_tests::pb::matrix::v1::EchoReply>(duet::Request::new(text("v")), desc, &opts)
+                .await
+                .unwrap();
+            transport_of(&r)
+        }
+    };
+    let echo = &duet_tests::pb::matrix::v1::kinds_methods::ECHO;
+
+    // The peer is "upgraded" once the recheck time has passed: the next call probes Iroh again.
+    let s = setup(&config("prefer_iroh_for = [\"kinds\"]\nschema_recheck_ms = 400")).await;
+    assert_eq!(call(s.channel.clone(), &OTHER_BUILD).await, Transport::Grpc, "the mismatch goes over gRPC");
+    assert_eq!(call(s.channel.clone(), echo).await, Transport::Grpc, "the service stays on gRPC for now");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(call(s.channel.clone(), echo).await, Transport::Iroh, "after the recheck time Iroh is probed");
+    assert_eq!(call(s.channel.clone(), &OTHER_BUILD).await, Transport::Grpc, "a mismatch still marks it again");
+    s.server.shutdown().await;
+
+    // A peer that restarts (a rolling upgrade) comes back on a new connection: no need to wait.
+    let mut s = setup(&config("prefer_iroh_for = [\"kinds\"]\nschema_recheck_ms = 600000")).await;
+    assert_eq!(call(s.channel.clone(), &OTHER_BUILD).await, Transport::Grpc);
+    assert_eq!(call(s.channel.clone(), echo).await, Transport::Grpc);
+    s.server.stop_iroh().await;
+    s.server.start_iroh(bind(s.key.clone(), s.iroh_socket).await);
+    let mut back = None;
+    for i in 0..40 {
+        if call(s.channel.clone(), echo).await == Transport::Iroh {
+            back = Some(i);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back.is_some(), "the service returned to Iroh once the peer came back on a new connection");
+    s.server.shutdown().await;
+}

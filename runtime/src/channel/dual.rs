@@ -9,7 +9,7 @@
 //!   mismatch, which the server refuses before any handler runs; the service then goes over gRPC.
 //! - A circuit breaker keeps Iroh out after repeated transport failures, then lets a probe through.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::adaptive::Adaptive;
 use super::breaker::Breaker;
-use super::{CallOptions, iroh_connect, measured};
+use super::{CallOptions, Opened, explain, iroh_connect, measured};
 use crate::codec::Message;
 use crate::config::TransportConfig;
 use crate::iroh::Failure;
@@ -38,7 +38,14 @@ pub(crate) struct Dual {
     pub breaker: Breaker,
     config: TransportConfig,
     adaptive: Mutex<HashMap<&'static str, Adaptive>>,
-    schema_mismatch: Mutex<HashSet<&'static str>>,
+    schema_mismatch: Mutex<HashMap<&'static str, Mismatch>>,
+}
+
+/// A service refused for a schema mismatch: it stays on gRPC until the cool-down ends or the peer
+/// comes back on a new connection (restarted, perhaps upgraded), then Iroh is tried again.
+struct Mismatch {
+    until: Instant,
+    generation: u64,
 }
 
 enum Choice {
@@ -69,6 +76,10 @@ fn keep_deadline<T>(req: &mut Request<T>, timeout: Option<Duration>, started: In
     Ok(())
 }
 
+fn is_deadline<T>(result: &Result<T, Failure>) -> bool {
+    matches!(result, Err(Failure::Answered(s)) if s.code() == tonic::Code::DeadlineExceeded)
+}
+
 fn copy<T: Clone>(req: &Request<T>) -> Request<T> {
     let mut c = Request::new(req.get_ref().clone());
     *c.metadata_mut() = req.metadata().clone();
@@ -95,21 +106,17 @@ impl Dual {
     /// Connects (or reuses the connection) and opens a stream for a call. When the call may fall back
     /// and has a deadline, Iroh gets half of it: a peer that cannot be reached (a partition, a dead
     /// process) leaves the other half to gRPC instead of eating the whole deadline.
-    async fn connect(
-        &self,
-        timeout: Option<Duration>,
-        fallback: bool,
-    ) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
+    async fn connect(&self, timeout: Option<Duration>, fallback: bool) -> Result<Opened, Failure> {
         match timeout {
             Some(t) if fallback => {
                 let budget = t / 2;
-                tokio::time::timeout(budget, iroh_connect(&self.iroh, None)).await.unwrap_or_else(|_| {
+                tokio::time::timeout(budget, iroh_connect(&self.iroh, None, false)).await.unwrap_or_else(|_| {
                     Err(Failure::NotSent(Status::unavailable(format!(
                         "Iroh did not connect within {budget:?}, half the call's deadline"
                     ))))
                 })
             }
-            _ => iroh_connect(&self.iroh, timeout).await,
+            _ => iroh_connect(&self.iroh, timeout, !fallback).await,
         }
     }
 
@@ -130,13 +137,26 @@ impl Dual {
         if first == Transport::Grpc {
             return Choice::Grpc(reason);
         }
-        if fallback && self.schema_mismatch.lock().expect("schema lock").contains(desc.service) {
+        if fallback && self.schema_mismatch_holds(desc.service) {
             return Choice::Grpc("schema_mismatch");
         }
         if fallback && !self.breaker.allow() {
             return Choice::Grpc("circuit_open");
         }
         Choice::Iroh { reason, fallback }
+    }
+
+    /// Whether a schema mismatch still keeps `service` on gRPC; a mismatch that has cooled down, or
+    /// whose peer has a new connection, is forgotten so the next call probes Iroh.
+    fn schema_mismatch_holds(&self, service: &str) -> bool {
+        let mut marks = self.schema_mismatch.lock().expect("schema lock");
+        let Some(mark) = marks.get(service) else { return false };
+        if Instant::now() < mark.until && self.iroh.generation() == mark.generation {
+            return true;
+        }
+        marks.remove(service);
+        tracing::info!(service, "probing Iroh again after a schema mismatch");
+        false
     }
 
     fn observe(&self, desc: &'static MethodDesc, t: Transport, started: Instant, transport_ok: bool) {
@@ -171,16 +191,20 @@ impl Dual {
         reason: &'static str,
         fallback: bool,
         retry_lost: bool,
-        call: impl Future<Output = Result<T, Failure>>,
+        call: impl Future<Output = (Result<T, Failure>, bool)>,
     ) -> Attempt<T> {
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
         let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
-        let result = call.instrument(span).await;
-        self.judge(desc, started, result, fallback, retry_lost)
+        let (result, silent) = call.instrument(span).await;
+        self.judge(desc, started, result, fallback, retry_lost, silent)
     }
 
     /// Records an Iroh outcome (metrics, breaker, adaptive estimate) and decides what happens next.
+    /// `silent`: the call's deadline passed while the peer sent nothing at all on the connection,
+    /// which the breaker and the adaptive estimate count as a transport failure, though the call's
+    /// answer stays `DEADLINE_EXCEEDED` (a slow handler looks the same from here, so nothing is
+    /// retried).
     fn judge<T>(
         &self,
         desc: &'static MethodDesc,
@@ -188,10 +212,11 @@ impl Dual {
         result: Result<T, Failure>,
         fallback: bool,
         retry_lost: bool,
+        silent: bool,
     ) -> Attempt<T> {
         let (code, transport_ok) = match &result {
             Ok(_) => (tonic::Code::Ok, true),
-            Err(Failure::Answered(s)) => (s.code(), true),
+            Err(Failure::Answered(s)) => (s.code(), !silent),
             Err(Failure::NotSent(s) | Failure::Lost(s)) => (s.code(), false),
         };
         metrics::rpc(desc.config_name, desc.method, Transport::Iroh, code, started.elapsed());
@@ -204,10 +229,16 @@ impl Dual {
         match result {
             Ok(v) => Attempt::Done(Ok(v)),
             Err(Failure::Answered(s)) if is_schema_mismatch(&s) => {
-                self.schema_mismatch.lock().expect("schema lock").insert(desc.service);
+                let mark = Mismatch {
+                    until: Instant::now() + Duration::from_millis(self.config.migration.schema_recheck_ms),
+                    generation: self.iroh.generation(),
+                };
+                self.schema_mismatch.lock().expect("schema lock").insert(desc.service, mark);
                 tracing::warn!(
                     service = desc.service,
-                    "schema mismatch with the peer: this service now goes over gRPC"
+                    recheck_ms = self.config.migration.schema_recheck_ms,
+                    "schema mismatch with the peer: this service goes over gRPC until the peer reconnects or the \
+                     recheck time passes"
                 );
                 if fallback { Attempt::FallBack("schema_mismatch") } else { Attempt::Done(Err(s)) }
             }
@@ -241,7 +272,7 @@ impl Dual {
         Req: Message,
         G: FnOnce(Request<Req>) -> GF,
         GF: Future<Output = Result<T, Status>>,
-        I: FnOnce(Request<Req>, Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure>) -> IF,
+        I: FnOnce(Request<Req>, (iroh::endpoint::SendStream, iroh::endpoint::RecvStream)) -> IF,
         IF: Future<Output = Result<T, Failure>>,
     {
         let (reason, fallback) = match self.choose(desc) {
@@ -252,10 +283,17 @@ impl Dual {
         let timeout = deadline::effective(req.metadata(), opts.timeout);
         let retry = fallback.then(|| copy(&req));
         let call = async {
-            let stream = self.connect(timeout, fallback).await;
+            let Opened { streams, watch } = match self.connect(timeout, fallback).await {
+                Ok(opened) => opened,
+                Err(failure) => return (Err(failure), false),
+            };
             let mut req = req;
-            keep_deadline(&mut req, timeout, started).map_err(Failure::Answered)?;
-            iroh(req, stream).await
+            if let Err(status) = keep_deadline(&mut req, timeout, started) {
+                return (Err(Failure::Answered(status)), false);
+            }
+            let result = iroh(req, streams).await.map_err(|f| explain(f, &watch));
+            let silent = is_deadline(&result) && watch.peer_silent();
+            (result, silent)
         };
         match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
             (Attempt::FallBack(why), Some(mut retry)) => {
@@ -295,7 +333,7 @@ impl Dual {
         let stream = match self.connect(timeout, fallback).instrument(span.clone()).await {
             Ok(stream) => stream,
             Err(failure) => {
-                return match self.judge(desc, started, Err::<(), _>(failure), fallback, false) {
+                return match self.judge(desc, started, Err::<(), _>(failure), fallback, false, false) {
                     Attempt::FallBack(why) => {
                         self.fall_back(desc, why);
                         let mut req = req;
@@ -307,12 +345,14 @@ impl Dual {
             }
         };
         // The request stream is consumed from here on: the call is judged as a whole, with no fallback.
+        let Opened { streams, watch } = stream;
         let mut req = req;
         let result = match keep_deadline(&mut req, timeout, started) {
-            Ok(()) => iroh(stream, req).instrument(span).await,
+            Ok(()) => iroh(streams, req).instrument(span).await.map_err(|f| explain(f, &watch)),
             Err(status) => Err(Failure::Answered(status)),
         };
-        match self.judge(desc, started, result, false, false) {
+        let silent = is_deadline(&result) && watch.peer_silent();
+        match self.judge(desc, started, result, false, false, silent) {
             Attempt::Done(result) => result,
             Attempt::FallBack(_) => unreachable!("no fallback once the request stream is consumed"),
         }
@@ -325,7 +365,7 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
         let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts);
-        let iroh = |r, stream: Result<_, Failure>| async move { crate::iroh::unary(stream?, r, desc, opts).await };
+        let iroh = |r, streams| crate::iroh::unary(streams, r, desc, opts);
         self.replayable(req, desc, opts, grpc, iroh).await
     }
 
@@ -336,8 +376,7 @@ impl Dual {
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts);
-        let iroh =
-            |r, stream: Result<_, Failure>| async move { crate::iroh::server_streaming(stream?, r, desc, opts).await };
+        let iroh = |r, streams| crate::iroh::server_streaming(streams, r, desc, opts);
         self.replayable(req, desc, opts, grpc, iroh).await
     }
 

@@ -19,7 +19,7 @@ pub(crate) use dual::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 use crate::codec::Message;
 use crate::config::{Mode, TransportConfig};
 use crate::iroh::connector::PeerSlot;
-use crate::iroh::{Connector, Failure};
+use crate::iroh::{Connector, Failure, InFlight};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
 use crate::{Error, PeerAddr, Request, Response, Status, Streaming};
@@ -100,21 +100,39 @@ impl fmt::Debug for Channel {
     }
 }
 
+/// A call's stream on a live connection, and the mark that keeps the connection watched while the
+/// call waits.
+pub(crate) struct Opened {
+    pub streams: (iroh::endpoint::SendStream, iroh::endpoint::RecvStream),
+    pub watch: InFlight,
+}
+
 /// Connects (or reuses the connection) and opens the call's stream, within the call's deadline: a
-/// deadline that passes here is the call's final answer, not a reason to try elsewhere.
-async fn iroh_connect(
-    slot: &PeerSlot,
-    timeout: Option<Duration>,
-) -> Result<(iroh::endpoint::SendStream, iroh::endpoint::RecvStream), Failure> {
+/// deadline that passes here is the call's final answer, not a reason to try elsewhere. With `wait`
+/// false, a peer known to be unreachable is not waited for (see [`PeerSlot::connection`]).
+async fn iroh_connect(slot: &PeerSlot, timeout: Option<Duration>, wait: bool) -> Result<Opened, Failure> {
     let open = async {
-        let conn = slot.connection().await.map_err(Failure::NotSent)?;
-        crate::iroh::open_stream(&conn).await
+        let c = slot.connection(wait).await.map_err(Failure::NotSent)?;
+        let streams = crate::iroh::open_stream(&c.conn).await?;
+        Ok(Opened { streams, watch: c.watch })
     };
     match timeout {
         Some(t) => {
             tokio::time::timeout(t, open).await.unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded())))
         }
         None => open.await,
+    }
+}
+
+/// A transport failure on a connection its watcher declared dead says so, rather than what QUIC
+/// reports of a connection closed locally.
+pub(crate) fn explain(failure: Failure, watch: &InFlight) -> Failure {
+    let Some(reason) = watch.dead() else { return failure };
+    let status = || Status::unavailable(format!("the Iroh connection to the peer was declared dead: {reason}"));
+    match failure {
+        Failure::Lost(_) => Failure::Lost(status()),
+        Failure::NotSent(_) => Failure::NotSent(status()),
+        answered => answered,
     }
 }
 
@@ -293,15 +311,15 @@ where
 {
     measured(desc, Transport::Iroh, "channel", async {
         let started = std::time::Instant::now();
-        let stream = iroh_connect(slot, timeout).await.map_err(Failure::into_status)?;
+        let Opened { streams, watch } = iroh_connect(slot, timeout, true).await.map_err(Failure::into_status)?;
         // The time spent connecting counts against the call's deadline, as on gRPC and in Dual.
         let result = match timeout {
-            Some(t) => tokio::time::timeout(t.saturating_sub(started.elapsed()), call(stream))
+            Some(t) => tokio::time::timeout(t.saturating_sub(started.elapsed()), call(streams))
                 .await
                 .unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded()))),
-            None => call(stream).await,
+            None => call(streams).await,
         };
-        result.map_err(Failure::into_status)
+        result.map_err(|f| explain(f, &watch).into_status())
     })
     .await
 }

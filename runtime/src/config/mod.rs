@@ -219,6 +219,9 @@ pub struct MigrationConfig {
     pub breaker_cooldown_ms: u64,
     /// Adaptive: one call in this many goes to the transport not in use, to keep its estimate fresh.
     pub adaptive_probe_every: u32,
+    /// After a schema mismatch, how long a service stays on gRPC for that peer before Iroh is tried
+    /// again, in milliseconds (sooner if the peer comes back on a new connection, as after a restart).
+    pub schema_recheck_ms: u64,
 }
 
 impl Default for MigrationConfig {
@@ -232,6 +235,7 @@ impl Default for MigrationConfig {
             breaker_failures: 3,
             breaker_cooldown_ms: 5_000,
             adaptive_probe_every: 20,
+            schema_recheck_ms: 30_000,
         }
     }
 }

@@ -24,6 +24,15 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 /// 15 s is iroh's own idle limit for a direct path; peers reached only through a relay may want
 /// 30 s, iroh's limit for relay paths, to ride out a relay restart.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes of QUIC DATAGRAMs a connection keeps unread. duet sends none but the one-byte liveness
+/// probes of a silent connection (see [`crate::iroh::silence_bound`]), which its server reads and
+/// drops; the bound keeps a peer that never reads them from holding more.
+pub const DATAGRAM_RECEIVE_BUFFER: usize = 1024;
+/// The round-trip time QUIC assumes before it has measured one. It sets when a lost handshake
+/// packet is sent again: QUIC's usual 333 ms retries after about 1, 3 and 7 s, so a peer that
+/// restarts while a connect is in flight is found seconds late; from 100 ms the retries come
+/// after about 0.3, 0.9 and 2.1 s. A path slower than that only resends a handshake packet early.
+pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Interval of keep-alive packets on an idle connection.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
 
@@ -67,6 +76,8 @@ pub fn transport_config_for(cfg: &crate::config::IrohConfig) -> QuicTransportCon
         .send_window(cfg.send_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
         .keep_alive_interval(KEEP_ALIVE)
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .initial_rtt(INITIAL_RTT)
         .build()
 }
 

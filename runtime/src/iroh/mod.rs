@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod client;
 pub(crate) mod connector;
 mod frame_buf;
+mod liveness;
 pub(crate) mod recv;
 mod send;
 mod server;
@@ -19,6 +20,8 @@ pub mod wire;
 
 pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};
 pub use connector::{ConnectionState, Connector};
+pub(crate) use liveness::InFlight;
+pub use liveness::{SILENCE_FLOOR, silence_bound};
 pub(crate) use server::DuetProtocol;
 pub use server::{
     AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, IrohService, NOT_ALLOWED, ServerCall,

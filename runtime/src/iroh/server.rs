@@ -347,6 +347,8 @@ pub(crate) struct Registry {
 #[derive(Clone)]
 pub(crate) struct DuetProtocol {
     registry: Arc<Registry>,
+    /// The id of the endpoint this protocol serves on.
+    local: EndpointId,
 }
 
 impl fmt::Debug for DuetProtocol {
@@ -364,13 +366,14 @@ impl DuetProtocol {
         max_concurrent_calls: u32,
         access: AccessControl,
         header_timeout: Duration,
+        local: EndpointId,
     ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
         let drained = CancellationToken::new();
         let registry =
             Registry { services, limits, tracker, max_concurrent_calls, draining, drained, access, header_timeout };
-        Self { registry: Arc::new(registry) }
+        Self { registry: Arc::new(registry), local }
     }
 
     /// From now on, new calls are refused with `UNAVAILABLE` while calls in flight finish.
@@ -389,6 +392,12 @@ impl ProtocolHandler for DuetProtocol {
             conn.close(NOT_ALLOWED.into(), b"this endpoint is not on the server's allowlist");
             return Ok(());
         }
+        // A peer that dials in may be a restarted process our own connector still holds a dead
+        // connection to.
+        super::connector::incoming(self.local, peer);
+        // Liveness probes are DATAGRAMs whose only use is the acknowledgement QUIC sends for them.
+        let probes = conn.clone();
+        tokio::spawn(async move { while probes.read_datagram().await.is_ok() {} });
         // Calls past the limit wait for a slot: QUIC does not let the client open another stream.
         conn.set_max_concurrent_bi_streams(self.registry.max_concurrent_calls.into());
         while let Ok((send, recv)) = conn.accept_bi().await {
