@@ -147,11 +147,13 @@ impl Dual {
     }
 
     /// Whether a schema mismatch still keeps `service` on gRPC; a mismatch that has cooled down, or
-    /// whose peer has a new connection, is forgotten so the next call probes Iroh.
+    /// whose connection has closed or been replaced (the peer restarted, perhaps upgraded), is
+    /// forgotten so the next call probes Iroh.
     fn schema_mismatch_holds(&self, service: &str) -> bool {
         let mut marks = self.schema_mismatch.lock().expect("schema lock");
         let Some(mark) = marks.get(service) else { return false };
-        if Instant::now() < mark.until && self.iroh.generation() == mark.generation {
+        let same_connection = self.iroh.generation() == mark.generation && self.iroh.connected();
+        if Instant::now() < mark.until && same_connection {
             return true;
         }
         marks.remove(service);

@@ -226,6 +226,11 @@ impl PeerSlot {
         self.addr.lock().expect("peer lock").id
     }
 
+    /// Whether a live connection is open.
+    pub(crate) fn connected(&self) -> bool {
+        self.live().is_some()
+    }
+
     /// The generation of the live connection, or of the last one (0: none yet).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
