@@ -270,10 +270,16 @@ impl Node {
         let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
         // Subscribed before Raft starts: starting re-applies the committed log.
         let applied = disk.state_machine.subscribe();
-        let raft =
-            crate::raft::start(config.node.id, raft_config, sender, disk.log.clone(), disk.state_machine.clone())
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = crate::raft::start(
+            config.node.id,
+            raft_config.clone(),
+            sender,
+            disk.log.clone(),
+            disk.state_machine.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let quiet = quiet_start(&raft, config.node.id, &raft_config);
         let ctx = Arc::new(Ctx {
             id: config.node.id,
             name: config.node.name.clone(),
@@ -317,10 +323,11 @@ impl Node {
             ..disk
         };
 
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(health_task(raft.clone(), config.node.id, health_tx)),
             tokio::spawn(applied_task(ctx.clone(), applied)),
         ];
+        tasks.extend(quiet);
         let node = Node { ctx, server, disk, tasks };
         if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
             if config.node.bootstrap {
@@ -426,6 +433,36 @@ async fn health_task(raft: Raft, id: NodeId, health: watch::Sender<ServingStatus
             return;
         }
     }
+}
+
+/// A restarted member stays out of elections until it hears a leader, or for this many of its
+/// longest election timeouts if none speaks up (a whole cluster restarted), and at least 3 s.
+const QUIET_TIMEOUTS: u64 = 4;
+
+/// A member restarted from its disk does not stand for election before it has heard whether a
+/// leader lives. A node that comes back and times out before the leader's heartbeats reach it would
+/// otherwise raise the term, refuse the leader's lower-term appends and force a needless election
+/// on the healthy majority. The others' leader lease (openraft refuses votes while a leader is
+/// heard) does not stop this: the restarted node's own higher term deposes the leader when it
+/// answers an append. Returns the task that turns elections back on.
+fn quiet_start(raft: &Raft, id: NodeId, config: &openraft::Config) -> Option<JoinHandle<()>> {
+    let m = raft.metrics().borrow().clone();
+    let others = m.membership_config.membership().voter_ids().filter(|v| *v != id).count();
+    if others == 0 || m.current_leader.is_some() {
+        return None;
+    }
+    raft.runtime_config().elect(false);
+    let quiet = Duration::from_millis(config.election_timeout_max * QUIET_TIMEOUTS).max(Duration::from_secs(3));
+    let raft = raft.clone();
+    Some(tokio::spawn(async move {
+        let mut metrics = raft.metrics();
+        let heard = tokio::time::timeout(quiet, metrics.wait_for(|m| m.current_leader.is_some_and(|l| l != id))).await;
+        match heard {
+            Ok(Ok(m)) => tracing::info!(leader = ?m.current_leader, "heard the leader after the restart; elections on"),
+            _ => tracing::info!(?quiet, "no leader heard since the restart; elections on"),
+        }
+        raft.runtime_config().elect(true);
+    }))
 }
 
 /// How often the hypervisor is brought in line with the whole replicated state, besides each change.

@@ -18,6 +18,8 @@ use duet_orchestrator::pb::orchestrator::v1::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_duet-orchestrator");
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a node of the restart test stays down.
+const DOWNTIME: Duration = Duration::from_millis(1_500);
 
 /// One node's process, config and output.
 struct ProcNode {
@@ -143,6 +145,16 @@ impl ProcNode {
         }
     }
 
+    /// Sends SIGTERM (what systemd and Kubernetes send) and waits for the process to end.
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            let sent = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().expect("sh runs");
+            assert!(sent.success(), "SIGTERM to node {}", self.id);
+            let _ = child.wait();
+        }
+    }
+
     /// SIGKILLs the process, if it runs.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -245,4 +257,101 @@ async fn nodes_restarted_from_their_data_dir_keep_their_log_and_state() {
         procs.node(id).wait_for_vms(&["before-kill", "while-down", "after-restart"]).await;
     }
     eprintln!("process restart test took {:?}", started.elapsed());
+}
+
+/// The leader and term every running node agrees on, once they do.
+async fn agreed_leader(procs: &mut Procs) -> (u64, u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut seen = vec![];
+        for id in 1..=3 {
+            let s = procs.node(id).raft_status().await;
+            seen.push((s.leader_id, s.term));
+        }
+        if seen[0].0 != 0 && seen.iter().all(|s| *s == seen[0]) {
+            return seen[0];
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `id` knows a leader; returns its status then.
+async fn hears_leader(procs: &mut Procs, id: u64) -> RaftStatusReply {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = procs.node(id).raft_status().await;
+        if s.leader_id != 0 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "node {id} heard no leader after its restart: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_restarts_start_no_election_while_the_leader_lives_and_lose_no_write() {
+    let started = Instant::now();
+    let mut procs = Procs::new();
+    for id in 1..=3 {
+        procs.node(id).start().await;
+    }
+    procs.node(1).create_vm("seed").await;
+    let (mut follower_restarts, mut leader_restarts, mut follower_elections, mut failed_writes) = (0, 0, 0, vec![]);
+    let mut heard_after = vec![];
+    // A fixed pseudo-random sequence of victims and signals, so a failure can be replayed.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for round in 0..20 {
+        let (leader, term) = agreed_leader(&mut procs).await;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let victim = seed % 3 + 1;
+        let sigterm = (seed >> 8) % 2 == 0;
+        if sigterm {
+            procs.node(victim).terminate();
+        } else {
+            procs.node(victim).kill();
+        }
+        // Down long enough that the survivors' connections to it die and the leader's heartbeats
+        // to it fail, as in a restart by hand or by a supervisor's back-off.
+        tokio::time::sleep(DOWNTIME).await;
+        procs.node(victim).start().await;
+        let up = Instant::now();
+        let status = hears_leader(&mut procs, victim).await;
+        heard_after.push(up.elapsed());
+        if victim == leader {
+            leader_restarts += 1;
+        } else {
+            follower_restarts += 1;
+            // The leader lived throughout: any election raised the term.
+            let (now_leader, now_term) = agreed_leader(&mut procs).await;
+            if now_term != term || now_leader != leader {
+                follower_elections += 1;
+                eprintln!(
+                    "round {round}: node {victim} restarted; term {term} -> {now_term}, leader {leader} -> {now_leader}"
+                );
+            }
+        }
+        // One write through the restarted node, once it hears a leader: no retry.
+        let mut client = VmServiceClient::new(procs.node(victim).channel().await).with_default_timeout(WAIT);
+        let name = format!("after-restart-{round}");
+        let request = CreateVmRequest { name: name.clone(), vcpus: 1, memory_mib: 64, image: String::new() };
+        if let Err(e) = client.create_vm(request).await {
+            failed_writes.push(format!("round {round} via node {victim} ({status:?}): {e}"));
+        }
+    }
+    heard_after.sort();
+    println!(
+        "20 restarts: {follower_restarts} of a follower, {leader_restarts} of the leader; elections while the \
+         leader lived: {follower_elections}; failed writes: {}; restarted node heard the leader after p50 {:?}, \
+         max {:?}; took {:?}",
+        failed_writes.len(),
+        heard_after[heard_after.len() / 2],
+        heard_after.last().unwrap(),
+        started.elapsed()
+    );
+    assert_eq!(follower_elections, 0, "a restarted follower started an election while the leader lived");
+    assert!(failed_writes.is_empty(), "writes through a restarted node failed: {failed_writes:#?}");
+    assert!(follower_restarts > 0 && leader_restarts > 0, "the sequence restarts both kinds of node");
 }
