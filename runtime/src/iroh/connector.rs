@@ -394,3 +394,24 @@ impl Verdicts for PeerSlot {
         self.current.lock().expect("peer lock").as_ref().is_some_and(|l| l.conn.stable_id() == conn.stable_id())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_no_channel_holds_is_forgotten_after_ten_minutes() {
+        let connector = Connector::new(crate::iroh::endpoint::bind_loopback().await.expect("endpoint"));
+        let held = EndpointAddr::new(iroh::SecretKey::generate().public());
+        let dropped = EndpointAddr::new(iroh::SecretKey::generate().public());
+        let channel = connector.slot(held.clone());
+        drop(connector.slot(dropped.clone()));
+        assert_eq!(connector.peers().len(), 2);
+        tokio::time::advance(FORGET_AFTER / 2).await;
+        assert_eq!(connector.peers().len(), 2, "not yet");
+        tokio::time::advance(FORGET_AFTER).await;
+        assert_eq!(connector.peers(), vec![held.id], "the slot a channel holds stays");
+        drop(channel);
+        connector.endpoint().close().await;
+    }
+}

@@ -271,7 +271,7 @@ mod tests {
         assert_eq!(silence_bound(Duration::from_millis(300)), Duration::from_millis(2_775));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_call_counts_as_waiting_until_its_guard_drops() {
         let health = Health::new();
         assert!(!health.busy());
@@ -283,6 +283,7 @@ mod tests {
         assert!(!call.peer_silent(), "heard while waiting");
         drop(call);
         assert!(!health.busy());
+        tokio::time::sleep(TICK).await;
         let late = health.enter();
         tokio::time::sleep(TICK * 2).await;
         health.sampled(Instant::now(), false);
