@@ -307,7 +307,7 @@ async fn twenty_restarts_start_no_election_while_the_leader_lives_and_lose_no_wr
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let victim = seed % 3 + 1;
-        let sigterm = (seed >> 8) % 2 == 0;
+        let sigterm = (seed >> 8).is_multiple_of(2);
         if sigterm {
             procs.node(victim).terminate();
         } else {
