@@ -222,3 +222,74 @@ async fn the_breaker_learns_from_silent_deadlines_but_not_from_slow_handlers() {
     assert_eq!(transport_of(&r), Some(Transport::Grpc));
     lab.stop().await;
 }
+
+/// Polls the connector's view of `peer` until `done` holds or `budget` passes; returns the time taken.
+async fn until_state(
+    connector: &Connector,
+    peer: iroh::EndpointId,
+    budget: Duration,
+    done: impl Fn(&duet::iroh::ConnectionState) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        if done(&connector.state(peer)) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_that_dials_in_gets_a_silent_outgoing_connection_to_it_checked_at_once() {
+    use duet::iroh::ConnectionState;
+    let lab = cut_setup().await;
+    // This side serves on the endpoint its connector dials from, as a cluster node does.
+    let local = lab.connector.endpoint().clone();
+    let here = Server::builder().iroh(local.clone()).add_service(KindsServer::new(KindsImpl::default())).serve().await;
+    let here = here.unwrap();
+    let peer_key = lab.running.server.endpoint().unwrap().secret_key().clone();
+    let peer_id = peer_key.public();
+    let mut client = KindsClient::new(lab.iroh()).with_default_timeout(Duration::from_secs(2));
+    client.echo(text("warm")).await.unwrap();
+    let before = lab.connector.connection(lab.peer.iroh.clone().unwrap()).await.unwrap().stable_id();
+
+    // The peer dials in while the outgoing connection is alive: it is checked, answers, and stays.
+    let dial_in = |key: iroh::SecretKey| {
+        let to = duet::iroh::endpoint::addr(&local);
+        async move {
+            let ep = duet::iroh::endpoint::offline_builder_at("[::1]:0".parse().unwrap())
+                .secret_key(key)
+                .bind()
+                .await
+                .unwrap();
+            let mut back = KindsClient::new(Channel::iroh(&Connector::new(ep.clone()), to));
+            back.echo(text("hello from the peer")).await.unwrap();
+            ep
+        }
+    };
+    let first = dial_in(peer_key.clone()).await;
+    tokio::time::sleep(SILENCE_FLOOR * 2).await;
+    let after = lab.connector.connection(lab.peer.iroh.clone().unwrap()).await.unwrap().stable_id();
+    assert_eq!(before, after, "a live connection survives the check");
+    first.close().await;
+
+    // The outgoing connection falls silent with no call on it (a peer gone and back as a new
+    // process); the peer dialling in gets it checked and dropped, without any call waiting on it.
+    lab.relay.set_cut(true);
+    let second = dial_in(peer_key).await;
+    let dropped =
+        until_state(&lab.connector, peer_id, Duration::from_secs(5), |s| !matches!(s, ConnectionState::Connected))
+            .await;
+    let dropped = dropped.expect("the silent connection was dropped after the peer dialled in");
+    println!("silent outgoing connection dropped {} ms after the peer dialled in", dropped.as_millis());
+    assert!(dropped < SILENCE_FLOOR * 2 + SLACK, "{dropped:?}");
+
+    // Healed, the connector redials.
+    lab.relay.set_cut(false);
+    let mut fresh = KindsClient::new(lab.iroh()).with_default_timeout(Duration::from_secs(1));
+    until_over(&mut fresh, Transport::Iroh, Duration::from_secs(10)).await;
+    second.close().await;
+    here.shutdown().await;
+    lab.stop().await;
+}

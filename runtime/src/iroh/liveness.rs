@@ -5,8 +5,8 @@
 //! received. Anything from the peer (data, acknowledgements, keep-alives) proves it alive. After half
 //! of [`silence_bound`] without a datagram, the watcher sends a one-byte QUIC DATAGRAM, which is
 //! ack-eliciting, so a live peer's QUIC stack answers within its acknowledgement delay whatever its
-//! handlers are doing, and the connector races a fresh handshake (a restarted peer answers that at
-//! once). After the whole bound the connection is closed, which ends every call on it with a
+//! handlers are doing; if that goes unanswered for a quarter of the bound, the connector races a
+//! fresh handshake (a restarted peer answers that at once). After the whole bound the connection is closed, which ends every call on it with a
 //! transport failure at once. An idle connection is not watched and costs nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -200,6 +200,7 @@ async fn watch_busy(conn: &Connection, health: &Health, verdicts: &std::sync::We
     let mut last_rx = conn.stats().udp_rx.datagrams;
     let mut heard = Instant::now();
     let mut probed: Option<Instant> = None;
+    let mut first_probe: Option<Instant> = None;
     let mut raced = false;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -219,6 +220,7 @@ async fn watch_busy(conn: &Connection, health: &Health, verdicts: &std::sync::We
             last_rx = rx;
             heard = now;
             probed = None;
+            first_probe = None;
             raced = false;
             health.suspect.store(false, Ordering::Release);
             continue;
@@ -228,13 +230,16 @@ async fn watch_busy(conn: &Connection, health: &Health, verdicts: &std::sync::We
         if silent < bound / 2 {
             continue;
         }
+        // A probe unanswered for a quarter of the bound (at least 3/4 of a probe timeout) is news.
+        let unanswered = first_probe.is_some_and(|p| now.duration_since(p) >= bound / 4);
         if probed.is_none_or(|p| now.duration_since(p) >= bound / 4) {
             // A peer that does not take datagrams still acknowledges the packet; an error here only
             // means this end cannot send one, and the calls' own packets remain the probe.
             let _ = conn.send_datagram(Bytes::from_static(b"\0"));
             probed = Some(now);
+            first_probe.get_or_insert(now);
         }
-        if !raced {
+        if unanswered && !raced {
             raced = true;
             if let Some(v) = verdicts.upgrade() {
                 v.suspicious(conn);
