@@ -5,6 +5,7 @@
 
 pub mod harness;
 pub mod interop;
+pub mod lab;
 pub mod plain;
 pub mod services;
 pub mod udp_relay;

@@ -121,6 +121,11 @@ pub struct IrohConfig {
     pub enabled: bool,
     /// The home relay URL, or absent / `"disabled"` for no relay (the offline default).
     pub home_relay: Option<String>,
+    /// A PEM file of the CA certificate(s) that signed the relay's TLS certificate: for a private
+    /// relay whose certificate no public root vouches for. When set, only these roots are trusted
+    /// for relay connections. The relay's QUIC address discovery is expected on UDP port 7842, the
+    /// relay server's default.
+    pub relay_ca_path: Option<PathBuf>,
     /// The UDP port the endpoint binds (0 = any free port).
     pub discovery_port: u16,
     /// The IP the endpoint binds (default 127.0.0.1, offline; use 0.0.0.0 to be reachable).
@@ -153,6 +158,7 @@ impl Default for IrohConfig {
         Self {
             enabled: true,
             home_relay: None,
+            relay_ca_path: None,
             discovery_port: 0,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             secret_key_file: None,

@@ -89,6 +89,12 @@ impl TransportConfig {
                 format!("{relay:?} is not a URL; give one like \"https://relay.example.org\", or \"disabled\""),
             ));
         }
+        if self.iroh.relay_ca_path.is_some() && self.iroh.relay_url().is_none() {
+            return Err(ConfigError::new(
+                "transport.iroh.relay_ca_path",
+                "is set but no relay is: set home_relay to the relay's https URL, or remove relay_ca_path",
+            ));
+        }
         self.iroh.allowed_peer_ids()?;
         if !(5_000..=600_000).contains(&self.iroh.idle_timeout_ms) {
             return Err(ConfigError::new(

@@ -149,6 +149,9 @@ pub async fn bind_from_config_with_key(
         }
         None => builder.relay_mode(RelayMode::Disabled),
     };
+    if let Some(path) = &cfg.relay_ca_path {
+        builder = builder.ca_tls_config(relay_roots(path)?);
+    }
     let builder = builder
         .transport_config(transport_config_for(cfg))
         .portmapper_config(PortmapperConfig::Disabled)
@@ -157,6 +160,25 @@ pub async fn bind_from_config_with_key(
         .map_err(|e| crate::Error::IrohBind(format!("bind address: {e}")))?
         .secret_key(key);
     builder.bind().await.map_err(|e| crate::Error::IrohBind(e.to_string()))
+}
+
+/// The CA certificates a private relay's TLS certificate is checked against.
+fn relay_roots(path: &std::path::Path) -> Result<iroh::tls::CaTlsConfig, crate::Error> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let err = |what: String| {
+        crate::Error::Config(crate::ConfigError::new(
+            "transport.iroh.relay_ca_path",
+            format!("{}: {what}; give a PEM file of the CA that signed the relay's certificate", path.display()),
+        ))
+    };
+    let pem = std::fs::read(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| err(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("holds no certificate".into()));
+    }
+    Ok(iroh::tls::CaTlsConfig::custom_roots(certs))
 }
 
 /// Reads a secret key (64 hex digits) from `path`, or generates one and writes it there (mode 0600).
