@@ -83,14 +83,30 @@ impl NetLab {
     /// A duet config for a lab host: `mode`, Iroh on every address with the lab relay as home relay
     /// (trusted through `relay_ca_path`), gRPC on port 50051 of every address.
     pub fn config(&self, mode: &str, migration: &str) -> duet::Config {
-        let text = format!(
-            "[transport]\nmode = \"{mode}\"\n[transport.grpc]\nbind_address = \"0.0.0.0:50051\"\n\
-             [transport.iroh]\nbind_ip = \"0.0.0.0\"\nhome_relay = \"{}\"\nrelay_ca_path = {:?}\n\
-             connect_timeout_ms = 5000\n[transport.migration]\n{migration}",
-            self.relay_url, self.relay_ca
-        );
-        duet::Config::from_toml(&text).expect("a valid lab config")
+        let relay = format!("home_relay = \"{}\"\nrelay_ca_path = {:?}", self.relay_url, self.relay_ca);
+        lab_config(mode, &relay, migration)
     }
+
+    /// [`Self::config`] without a relay: Iroh reaches peers only on direct paths.
+    pub fn config_without_relay(&self, mode: &str, migration: &str) -> duet::Config {
+        lab_config(mode, "home_relay = \"disabled\"", migration)
+    }
+
+    /// A router of `preset` whose firewall drops every UDP packet its hosts send out: only TCP
+    /// passes (what some corporate and hotel networks do).
+    pub async fn tcp_only_router(&self, name: &str) -> Router {
+        let router = self.lab.add_router(name).preset(RouterPreset::Public).firewall_custom(|f| f.block_udp());
+        router.build().await.unwrap_or_else(|e| panic!("router {name}: {e}"))
+    }
+}
+
+fn lab_config(mode: &str, relay: &str, migration: &str) -> duet::Config {
+    let text = format!(
+        "[transport]\nmode = \"{mode}\"\n[transport.grpc]\nbind_address = \"0.0.0.0:50051\"\n\
+         [transport.iroh]\nbind_ip = \"0.0.0.0\"\n{relay}\nconnect_timeout_ms = 5000\n\
+         [transport.migration]\n{migration}"
+    );
+    duet::Config::from_toml(&text).expect("a valid lab config")
 }
 
 /// Runs `script` through `nft -f -` in the namespace of `host` (a router or a device).

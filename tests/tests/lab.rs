@@ -24,6 +24,8 @@ async fn lab() -> NetLab {
 /// What a server host hands its clients: the ticket by key and relay only, and its gRPC address.
 struct Served {
     by_relay: EndpointAddr,
+    /// The ticket by key and the host's own address (no relay).
+    direct: EndpointAddr,
     grpc: std::net::SocketAddr,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<()>,
@@ -48,14 +50,17 @@ async fn serve_on(lab: &NetLab, host: &Device) -> Served {
                 .await
                 .expect("serve");
             let by_relay = EndpointAddr::new(endpoint.id()).with_relay_url(relay);
-            let _ = ready_tx.send(by_relay);
+            let port = endpoint.bound_sockets()[0].port();
+            let direct = EndpointAddr::new(endpoint.id()).with_ip_addr((ip, port).into());
+            let _ = ready_tx.send((by_relay, direct));
             let _ = stopped.await;
             server.shutdown().await;
             endpoint.close().await;
         })
         .expect("spawn on the server host");
-    let by_relay = tokio::time::timeout(Duration::from_secs(30), ready).await.expect("server up in time").unwrap();
-    Served { by_relay, grpc: (ip, 50051).into(), stop, done }
+    let (by_relay, direct) =
+        tokio::time::timeout(Duration::from_secs(30), ready).await.expect("server up in time").unwrap();
+    Served { by_relay, direct, grpc: (ip, 50051).into(), stop, done }
 }
 
 impl Served {
@@ -253,5 +258,190 @@ async fn a_server_behind_a_nat_is_out_of_grpc_reach_and_dual_serves_every_call_o
     let (grpc_err, transports) = report;
     assert!(matches!(grpc_err.code(), Code::Unavailable | Code::DeadlineExceeded), "{grpc_err:?}");
     assert!(transports.iter().all(|t| *t == Some(Transport::Iroh)), "{transports:?}");
+    served.stop().await;
+}
+
+/// A UDP echo on `host`, to measure whether UDP gets through.
+async fn udp_echo(host: &Device, port: u16) -> std::net::SocketAddr {
+    let ip = host.ip().unwrap();
+    host.spawn(move |_| async move {
+        let socket = tokio::net::UdpSocket::bind(("0.0.0.0", port)).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(&buf[..n], from).await;
+            }
+        });
+    })
+    .unwrap()
+    .await
+    .unwrap();
+    (ip, port).into()
+}
+
+/// Whether a datagram to `echo` comes back within a second (three tries).
+async fn udp_answers(echo: std::net::SocketAddr) -> bool {
+    let socket = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        let _ = socket.send_to(b"ping", echo).await;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(330), socket.recv_from(&mut buf)).await {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_udp_blocked_iroh_rides_the_relay_over_tcp_and_without_a_relay_dual_pays_iroh_once() {
+    let lab = lab().await;
+    let tcp_only = lab.tcp_only_router("tcp-only").await;
+    let a = lab.host("a", &tcp_only).await;
+    let b = lab.host("b", &lab.dc).await;
+    let served = serve_on(&lab, &b).await;
+    let with_relay = lab.config("dual", "prefer_iroh_for = [\"kinds\"]");
+    let without_relay = lab.config_without_relay("dual", "prefer_iroh_for = [\"kinds\"]\nbreaker_cooldown_ms = 1000");
+    let (relayed, direct, grpc) = (served.by_relay.clone(), served.direct.clone(), served.grpc);
+    let echo = udp_echo(&b, 40_000).await;
+    let control = lab.relay_host.spawn(move |_| udp_answers(echo)).unwrap().await.unwrap();
+    assert!(control, "UDP from an unfiltered host reaches the echo");
+    let report = a
+        .spawn(move |_| async move {
+            // The firewall is real: a UDP datagram to the server goes nowhere, a TCP connect works.
+            let udp_blocked = !udp_answers(echo).await;
+            let tcp_ok = tokio::net::TcpStream::connect(grpc).await.is_ok();
+
+            // With the relay: its HTTPS connection is TCP, so Iroh still reaches the peer.
+            let endpoint = duet::iroh::endpoint::bind_from_config(&with_relay.transport.iroh).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(20), endpoint.online()).await.expect("home relay reached");
+            let connector = Connector::from_config(endpoint.clone(), &with_relay.transport.iroh);
+            let peer = PeerAddr { grpc: Some(grpc), iroh: Some(relayed.clone()) };
+            let mut client = KindsClient::new(Channel::from_config(&with_relay.transport, &connector, &peer).unwrap())
+                .with_default_timeout(Duration::from_secs(10));
+            let over_relay = client.echo(text("relay")).await.unwrap().extensions().get::<Transport>().copied();
+            let conn = connector.connection(relayed).await.unwrap();
+            let relay_path = selected_is_relay(&conn);
+            endpoint.close().await;
+
+            // Without a relay there is no way for Iroh: Dual serves over gRPC, and only the first
+            // call waits for the Iroh attempt (half its deadline); the rest go over gRPC at once.
+            let endpoint = duet::iroh::endpoint::bind_from_config(&without_relay.transport.iroh).await.unwrap();
+            let connector = Connector::from_config(endpoint.clone(), &without_relay.transport.iroh);
+            let peer = PeerAddr { grpc: Some(grpc), iroh: Some(direct) };
+            let deadline = Duration::from_secs(2);
+            let mut client =
+                KindsClient::new(Channel::from_config(&without_relay.transport, &connector, &peer).unwrap())
+                    .with_default_timeout(deadline);
+            let started = Instant::now();
+            let mut calls = vec![];
+            for i in 0..40 {
+                let t = Instant::now();
+                let r = client.echo(text(i.to_string())).await.expect("every call is answered");
+                calls.push((t.elapsed(), r.extensions().get::<Transport>().copied()));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let took = started.elapsed();
+            endpoint.close().await;
+            (udp_blocked, tcp_ok, over_relay, relay_path, calls, took, deadline)
+        })
+        .unwrap()
+        .await
+        .unwrap();
+    let (udp_blocked, tcp_ok, over_relay, relay_path, calls, took, deadline) = report;
+    assert!(udp_blocked && tcp_ok, "the firewall drops UDP and passes TCP");
+    assert_eq!(over_relay, Some(Transport::Iroh), "Iroh through the relay over TCP");
+    assert_eq!(relay_path, Some(true));
+    assert!(calls.iter().all(|(_, t)| *t == Some(Transport::Grpc)), "{calls:?}");
+    let paid: Vec<_> = calls.iter().filter(|(d, _)| *d >= deadline / 4).collect();
+    let cooldowns = took.as_millis() / 1000 + 1;
+    println!("UDP blocked, no relay: {} of {} calls waited for Iroh over {took:?}: {paid:?}", paid.len(), calls.len());
+    assert!(paid.len() as u128 <= cooldowns, "the Iroh attempt was paid more than once per cool-down: {calls:?}");
+    assert!(paid.len() <= 2, "not on every call: {calls:?}");
+    served.stop().await;
+}
+
+/// Drops `percent` % of the UDP packets `router` forwards, counting what it sees and drops.
+fn set_loss(router: &duet_tests::lab::Router, percent: u32) {
+    let _ = duet_tests::lab::nft_router(router, "delete table inet loss");
+    let script = format!(
+        "table inet loss {{\n counter seen {{}}\n counter dropped {{}}\n chain impair {{\n  \
+         type filter hook forward priority -10; policy accept;\n  \
+         meta l4proto udp counter name \"seen\" numgen random mod 100 < {percent} counter name \"dropped\" drop\n }}\n}}\n"
+    );
+    duet_tests::lab::nft_router(router, &script).unwrap_or_else(|e| panic!("loss rule: {e}"));
+}
+
+/// The packets the loss rule saw and dropped.
+fn loss_counters(router: &duet_tests::lab::Router) -> (u64, u64) {
+    let text = duet_tests::lab::nft_list_router(router).unwrap();
+    let packets = |name: &str| -> u64 {
+        let at = text.find(&format!("counter {name}")).unwrap_or_else(|| panic!("counter {name} in {text}"));
+        let rest = &text[at..];
+        let n = rest.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        n.parse().unwrap()
+    };
+    (packets("seen"), packets("dropped"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unary_and_streaming_calls_complete_through_one_and_five_percent_packet_loss() {
+    let lab = lab().await;
+    let lossy = lab.router("lossy", RouterPreset::Public).await;
+    let a = lab.host("a", &lossy).await;
+    let b = lab.host("b", &lab.dc).await;
+    let served = serve_on(&lab, &b).await;
+    for percent in [1, 5] {
+        set_loss(&lossy, percent);
+        let cfg = lab.config("iroh", "fallback_to_grpc = false");
+        let peer = served.direct.clone();
+        let (latencies, streamed, stream_took) = a
+            .spawn(move |_| async move {
+                let endpoint = duet::iroh::endpoint::bind_from_config(&cfg.transport.iroh).await.unwrap();
+                let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
+                let mut client = KindsClient::new(Channel::iroh(&connector, peer))
+                    .with_default_timeout(Duration::from_secs(30))
+                    .max_decoding_message_size(1 << 20);
+                let mut latencies = vec![];
+                for i in 0..300 {
+                    let t = Instant::now();
+                    let r = client.echo(text(i.to_string())).await.expect("a unary call through loss");
+                    assert_eq!(r.get_ref().text, i.to_string());
+                    latencies.push(t.elapsed());
+                }
+                let chunk = "x".repeat(65_536);
+                let t = Instant::now();
+                let mut replies = client
+                    .chat(futures_util::stream::iter((0..64).map(move |_| text(chunk.clone()))))
+                    .await
+                    .expect("a bidi stream through loss")
+                    .into_inner();
+                let mut streamed = 0usize;
+                while let Some(reply) = replies.next().await {
+                    streamed += reply.expect("a reply").text.len();
+                }
+                let stream_took = t.elapsed();
+                endpoint.close().await;
+                (latencies, streamed, stream_took)
+            })
+            .unwrap()
+            .await
+            .unwrap();
+        let (seen, dropped) = loss_counters(&lossy);
+        let mut sorted = latencies.clone();
+        sorted.sort();
+        let measured = dropped as f64 / seen.max(1) as f64 * 100.0;
+        println!(
+            "loss {percent}%: measured {measured:.1}% ({dropped} of {seen} UDP packets); unary p50 {:?} p99 {:?}; \
+             4 MiB echoed both ways in {stream_took:?}",
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() * 99 / 100]
+        );
+        assert_eq!(streamed, 4 << 20);
+        assert!(seen > 1_000, "the calls crossed the lossy router: {seen} packets");
+        assert!(
+            measured > percent as f64 * 0.4 && measured < percent as f64 * 2.5,
+            "the rule dropped {measured:.1}% for a {percent}% target"
+        );
+    }
     served.stop().await;
 }

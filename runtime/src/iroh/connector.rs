@@ -51,6 +51,7 @@ pub(crate) struct PeerSlot {
     /// Bumped for every new connection: a peer that changes (restarts, upgrades) comes back on a new one.
     generation: AtomicU64,
     last_used: Mutex<Instant>,
+    dialing_since: Mutex<Option<Instant>>,
 }
 
 /// A connection and its watcher's shared state.
@@ -170,6 +171,7 @@ impl Connector {
                 backoff: Mutex::default(),
                 generation: AtomicU64::new(0),
                 last_used: Mutex::new(Instant::now()),
+                dialing_since: Mutex::default(),
             })
         });
         *slot.addr.lock().expect("peer lock") = addr;
@@ -286,7 +288,8 @@ impl PeerSlot {
     /// With `wait`, a caller dials (or waits for the dial in progress) within the connect timeout.
     /// Without it, a peer whose last connect failed or whose connection died is not waited for:
     /// the caller gets `UNAVAILABLE` at once (so Dual mode goes over gRPC) while one dial runs in
-    /// the background, at most once per backoff step, and brings the peer back when it answers.
+    /// the background, at most once per backoff step, and brings the peer back when it answers;
+    /// and neither is a dial already in progress (see [`Self::dial_detached`]).
     pub(crate) async fn connection(&self, wait: bool) -> Result<CallConn, Status> {
         if let Some(live) = self.live() {
             return Ok(live.call());
@@ -297,12 +300,47 @@ impl PeerSlot {
             let backoff = self.backoff.lock().expect("peer lock");
             return Err(self.unreachable(&backoff));
         }
+        if !wait {
+            return self.dial_detached().await;
+        }
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(live) = self.live() {
             return Ok(live.call());
         }
         self.check_backoff()?;
         self.dial().await.map(|live| live.call())
+    }
+
+    /// For a caller that can go elsewhere: a dial in progress is not waited for, and a dial this
+    /// caller starts goes on in the background if the caller stops waiting (its deadline's share
+    /// for Iroh passed), so its outcome is recorded and later callers do not pay for the same
+    /// attempt.
+    async fn dial_detached(&self) -> Result<CallConn, Status> {
+        let in_progress = || Status::unavailable(format!("an Iroh connect to {} is in progress", self.id()));
+        let lock = match self.connecting.clone().try_lock_owned() {
+            Ok(lock) => lock,
+            // A dial that has run this long is to a peer that does not answer: go elsewhere now.
+            Err(_) if self.dialing_for() > REDIAL_TIMEOUT => return Err(in_progress()),
+            // A young dial is likely the first connect of a burst of calls: wait for it.
+            Err(_) => {
+                drop(self.connecting.lock().await);
+                return match self.live() {
+                    Some(live) => Ok(live.call()),
+                    None => Err(self.check_backoff().err().unwrap_or_else(in_progress)),
+                };
+            }
+        };
+        let me = self.me.upgrade().ok_or_else(in_progress)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let _one_at_a_time = lock;
+            let result = match me.live() {
+                Some(live) => Ok(live),
+                None => me.dial().await,
+            };
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| in_progress())?.map(|live| live.call())
     }
 
     /// Starts a dial unless one is in progress.
@@ -317,8 +355,20 @@ impl PeerSlot {
         });
     }
 
+    /// How long the dial in progress has run (zero if none).
+    fn dialing_for(&self) -> Duration {
+        self.dialing_since.lock().expect("peer lock").map(|at| at.elapsed()).unwrap_or_default()
+    }
+
     /// Dials the peer; the new connection becomes the one calls use.
     async fn dial(&self) -> Result<Live, Status> {
+        *self.dialing_since.lock().expect("peer lock") = Some(Instant::now());
+        let result = self.dial_now().await;
+        *self.dialing_since.lock().expect("peer lock") = None;
+        result
+    }
+
+    async fn dial_now(&self) -> Result<Live, Status> {
         let addr = self.addr.lock().expect("peer lock").clone();
         let id = addr.id;
         metrics::connect_attempt(Transport::Iroh);
