@@ -264,6 +264,13 @@ impl Node {
             (_, Some(key)) => Some(duet::iroh::endpoint::bind_from_config_with_key(&transport.iroh, key).await?),
             (_, None) => Some(duet::iroh::endpoint::bind_from_config(&transport.iroh).await?),
         };
+        // A node behind a NAT is reached through its home relay: the ticket it joins with (and that
+        // the cluster hands its peers) names the relay only once the endpoint has reached it.
+        if let (Some(endpoint), Some(relay)) = (&endpoint, transport.iroh.relay_url())
+            && tokio::time::timeout(RELAY_WAIT, endpoint.online()).await.is_err()
+        {
+            tracing::warn!(relay, "the home relay was not reached in {RELAY_WAIT:?}; the ticket names no relay");
+        }
         let connector = endpoint.clone().map(|e| Connector::from_config(e, &transport.iroh));
         let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector));
         let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
@@ -434,6 +441,9 @@ async fn health_task(raft: Raft, id: NodeId, health: watch::Sender<ServingStatus
         }
     }
 }
+
+/// How long a starting node waits to reach its home relay before it joins without it.
+const RELAY_WAIT: Duration = Duration::from_secs(10);
 
 /// A restarted member stays out of elections until it hears a leader, or for this many of its
 /// longest election timeouts if none speaks up (a whole cluster restarted), and at least 3 s.

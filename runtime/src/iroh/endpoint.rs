@@ -114,10 +114,27 @@ pub async fn bind_loopback() -> Result<Endpoint, BindError> {
     loopback_builder().bind().await
 }
 
-/// The full address of a local endpoint: its id and every socket it is bound to, so a peer can dial
-/// it with no lookup service.
+/// The full address of a local endpoint, so a peer can dial it with no lookup service: its id,
+/// every socket it is bound to, its home relay once it has reached it, and, for an endpoint bound to
+/// every interface (`0.0.0.0`), the addresses iroh has found for it instead of the wildcard.
 pub fn addr(endpoint: &Endpoint) -> EndpointAddr {
-    endpoint.bound_sockets().into_iter().fold(EndpointAddr::new(endpoint.id()), |a, s| a.with_ip_addr(s))
+    let mut addr = EndpointAddr::new(endpoint.id());
+    let mut wildcard = false;
+    for socket in endpoint.bound_sockets() {
+        if socket.ip().is_unspecified() {
+            wildcard = true;
+        } else {
+            addr = addr.with_ip_addr(socket);
+        }
+    }
+    for known in endpoint.addr().addrs {
+        match known {
+            iroh::TransportAddr::Relay(url) => addr = addr.with_relay_url(url),
+            iroh::TransportAddr::Ip(socket) if wildcard => addr = addr.with_ip_addr(socket),
+            _ => {}
+        }
+    }
+    addr
 }
 
 /// Builds and binds the endpoint `[transport.iroh]` describes: relay or none, address lookup or none,
