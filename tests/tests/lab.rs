@@ -76,6 +76,7 @@ fn selected_is_relay(conn: &iroh::endpoint::Connection) -> Option<bool> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
 async fn behind_two_home_nats_calls_start_on_the_relay_and_move_to_a_hole_punched_path() {
     let lab = lab().await;
     let (home_a, home_b) =
@@ -155,6 +156,7 @@ async fn behind_two_home_nats_calls_start_on_the_relay_and_move_to_a_hole_punche
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
 async fn behind_nats_that_defeat_hole_punching_every_method_kind_goes_through_the_relay() {
     let lab = lab().await;
     let cgnat_a = lab.router("cgnat-a", RouterPreset::IspCgnatSymmetric).await;
@@ -220,6 +222,7 @@ async fn behind_nats_that_defeat_hole_punching_every_method_kind_goes_through_th
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
 async fn a_server_behind_a_nat_is_out_of_grpc_reach_and_dual_serves_every_call_over_iroh() {
     let lab = lab().await;
     let home = lab.router("home", RouterPreset::Home).await;
@@ -293,6 +296,7 @@ async fn udp_answers(echo: std::net::SocketAddr) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
 async fn with_udp_blocked_iroh_rides_the_relay_over_tcp_and_without_a_relay_dual_pays_iroh_once() {
     let lab = lab().await;
     let tcp_only = lab.tcp_only_router("tcp-only").await;
@@ -384,6 +388,7 @@ fn loss_counters(router: &duet_tests::lab::Router) -> (u64, u64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
 async fn unary_and_streaming_calls_complete_through_one_and_five_percent_packet_loss() {
     let lab = lab().await;
     let lossy = lab.router("lossy", RouterPreset::Public).await;
