@@ -450,3 +450,84 @@ async fn unary_and_streaming_calls_complete_through_one_and_five_percent_packet_
     }
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "network lab: needs root and nft; run with --ignored (CI does)"]
+async fn a_silent_cut_between_two_hosts_moves_dual_to_grpc_within_a_second_and_heals() {
+    let lab = lab().await;
+    let edge = lab.router("edge", RouterPreset::Public).await;
+    let a = lab.host("a", &edge).await;
+    let b = lab.host("b", &lab.dc).await;
+    let served = serve_on(&lab, &b).await;
+    let cfg = lab.config("dual", "prefer_iroh_for = [\"kinds\"]\nbreaker_cooldown_ms = 300");
+    let peer = PeerAddr { grpc: Some(served.grpc), iroh: Some(served.direct.clone()) };
+    let (cut_tx, cut_rx) = oneshot::channel::<()>();
+    let (cut_done_tx, cut_done) = oneshot::channel::<()>();
+    let (heal_tx, heal_rx) = oneshot::channel::<()>();
+    let client = a
+        .spawn(move |_| async move {
+            let endpoint = duet::iroh::endpoint::bind_from_config(&cfg.transport.iroh).await.unwrap();
+            let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
+            let mut client = KindsClient::new(Channel::from_config(&cfg.transport, &connector, &peer).unwrap())
+                .with_default_timeout(Duration::from_secs(5));
+            let first = client.echo(text("up")).await.unwrap();
+            let before = first.extensions().get::<Transport>().copied();
+            let _ = cut_tx.send(());
+            let _ = cut_done.await;
+            // Calls back to back from the cut: the one in flight is retried over gRPC once the
+            // silent connection is declared dead, the rest go over gRPC at once.
+            let cut = Instant::now();
+            let moved = loop {
+                let r = client.echo(text("during")).await.expect("an idempotent call is answered");
+                if r.extensions().get::<Transport>() == Some(&Transport::Grpc) {
+                    break cut.elapsed();
+                }
+                assert!(cut.elapsed() < Duration::from_secs(10), "still on Iroh 10 s into the cut");
+            };
+            let _ = heal_tx.send(());
+            let healed = Instant::now();
+            let back = loop {
+                let r = client.echo(text("after")).await.expect("answered after the heal");
+                if r.extensions().get::<Transport>() == Some(&Transport::Iroh) {
+                    break healed.elapsed();
+                }
+                assert!(healed.elapsed() < Duration::from_secs(20), "not back on Iroh 20 s after the heal");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            endpoint.close().await;
+            (before, moved, back)
+        })
+        .unwrap();
+    cut_rx.await.unwrap();
+    // Everything but TCP to the server's gRPC port is dropped at the client's router, both ways:
+    // the direct path, and the relay's too (which would otherwise carry Iroh around the cut).
+    let b_ip = served.grpc.ip();
+    let cut = format!(
+        "table inet cut {{\n counter dropped {{}}\n chain forward {{\n  type filter hook forward priority -20; policy accept;\n  \
+         tcp dport 50051 accept\n  tcp sport 50051 accept\n  meta l4proto udp counter name \"dropped\" drop\n  \
+         ip daddr {relay} counter name \"dropped\" drop\n  ip saddr {relay} counter name \"dropped\" drop\n  \
+         ip daddr {b_ip} counter name \"dropped\" drop\n  ip saddr {b_ip} counter name \"dropped\" drop\n }}\n}}\n",
+        relay = lab.relay_host.ip().unwrap()
+    );
+    duet_tests::lab::nft_router(&edge, &cut).unwrap_or_else(|e| panic!("cut: {e}"));
+    cut_done_tx.send(()).unwrap();
+    heal_rx.await.unwrap();
+    let text = duet_tests::lab::nft_list_router(&edge).unwrap();
+    duet_tests::lab::nft_router(&edge, "delete table inet cut").unwrap();
+    let (before, moved, back) = client.await.unwrap();
+    let dropped: u64 = text
+        .split("counter dropped")
+        .nth(1)
+        .and_then(|r| r.split("packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the cut's counter");
+    println!(
+        "dual failover after silent cut (lab): {} ms; back on Iroh {back:?} after the heal; {dropped} packets dropped by the cut",
+        moved.as_millis()
+    );
+    assert_eq!(before, Some(Transport::Iroh));
+    assert!(dropped > 0, "the cut dropped the client's Iroh packets");
+    assert!(moved < Duration::from_secs(5), "failover came before the call's 5 s deadline: {moved:?}");
+    served.stop().await;
+}
