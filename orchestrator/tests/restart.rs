@@ -333,7 +333,9 @@ async fn twenty_restarts_start_no_election_while_the_leader_lives_and_lose_no_wr
                 );
             }
         }
-        // One write through the restarted node, once it hears a leader: no retry.
+        // Joined: every node, the restarted one included, names the same leader.
+        agreed_leader(&mut procs).await;
+        // One write through the restarted node, once it has joined: no retry.
         let mut client = VmServiceClient::new(procs.node(victim).channel().await).with_default_timeout(WAIT);
         let name = format!("after-restart-{round}");
         let request = CreateVmRequest { name: name.clone(), vcpus: 1, memory_mib: 64, image: String::new() };
