@@ -109,11 +109,6 @@ fn lab_config(mode: &str, relay: &str, migration: &str) -> duet::Config {
     duet::Config::from_toml(&text).expect("a valid lab config")
 }
 
-/// Runs `script` through `nft -f -` in the namespace of `host` (a router or a device).
-pub fn nft(host: &Device, script: &str) -> Result<(), String> {
-    run_in(host, "nft", &["-f", "-"], Some(script))
-}
-
 /// Runs `nft` with `script` on a router.
 pub fn nft_router(router: &Router, script: &str) -> Result<(), String> {
     let mut cmd = std::process::Command::new("nft");
@@ -129,6 +124,14 @@ pub fn nft_list_router(router: &Router) -> Result<String, String> {
     let child = router.spawn_command_sync(cmd).map_err(|e| format!("nft: {e}"))?;
     let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The packets a named nft counter on `router` has counted.
+pub fn nft_counter(router: &Router, name: &str) -> Result<u64, String> {
+    let text = nft_list_router(router)?;
+    let at = text.find(&format!("counter {name}")).ok_or_else(|| format!("no counter {name} in {text}"))?;
+    let packets = text[at..].split("packets ").nth(1).and_then(|r| r.split_whitespace().next());
+    packets.and_then(|n| n.parse().ok()).ok_or_else(|| format!("counter {name} has no packet count"))
 }
 
 /// Runs a command in a device's namespace and fails with its output if it fails.

@@ -92,10 +92,11 @@ async fn behind_two_home_nats_calls_start_on_the_relay_and_move_to_a_hole_punche
             let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
             let client =
                 KindsClient::new(Channel::iroh(&connector, peer.clone())).with_default_timeout(Duration::from_secs(10));
-            let first = client.clone().echo(text("first")).await.expect("first call");
-            assert_eq!(first.get_ref().text, "first");
+            // Dialled by key and relay: the handshake can only go through the relay.
             let conn = connector.connection(peer).await.expect("the connection");
             let started_on_relay = selected_is_relay(&conn);
+            let first = client.clone().echo(text("first")).await.expect("first call");
+            assert_eq!(first.get_ref().text, "first");
             // Callers keep calling while iroh punches through; every call must succeed.
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
             let callers: Vec<_> = (0..4)
@@ -133,22 +134,26 @@ async fn behind_two_home_nats_calls_start_on_the_relay_and_move_to_a_hole_punche
                 calls += ok;
                 failures.extend(failed);
             }
+            // Hole punching can finish within a round trip or two, so what proves the relay carried
+            // the first packets is its path's counters, not a glance at the selected path.
+            let relay_carried =
+                conn.paths().iter().filter(|p| p.is_relay()).map(|p| p.stats().udp_rx.datagrams).sum::<u64>();
             let paths: Vec<String> = conn
                 .paths()
                 .iter()
                 .map(|p| format!("{:?} selected={} relay={}", p.remote_addr(), p.is_selected(), p.is_relay()))
                 .collect();
             endpoint.close().await;
-            (started_on_relay, direct, calls, failures, paths)
+            (started_on_relay, relay_carried, direct, calls, failures, paths)
         })
         .unwrap()
         .await
         .unwrap();
-    let (started_on_relay, direct, calls, failures, paths) = report;
+    let (started_on_relay, relay_carried, direct, calls, failures, paths) = report;
     println!(
-        "home NATs: first call on the relay: {started_on_relay:?}; direct after {direct:?}; {calls} calls meanwhile; paths {paths:?}"
+        "home NATs: selected path at connect is the relay: {started_on_relay:?}; {relay_carried} datagrams came over the relay; direct after {direct:?}; {calls} calls meanwhile; paths {paths:?}"
     );
-    assert_eq!(started_on_relay, Some(true), "dialled by key and relay, the first calls go through the relay");
+    assert!(relay_carried > 0, "dialled by key and relay, the first packets came through the relay: {paths:?}");
     assert!(direct.is_some(), "the connection moved to a direct, hole-punched path: {paths:?}");
     assert!(failures.is_empty(), "calls during the switch failed: {failures:?}");
     assert!(calls > 0);
@@ -377,14 +382,8 @@ fn set_loss(router: &duet_tests::lab::Router, percent: u32) {
 
 /// The packets the loss rule saw and dropped.
 fn loss_counters(router: &duet_tests::lab::Router) -> (u64, u64) {
-    let text = duet_tests::lab::nft_list_router(router).unwrap();
-    let packets = |name: &str| -> u64 {
-        let at = text.find(&format!("counter {name}")).unwrap_or_else(|| panic!("counter {name} in {text}"));
-        let rest = &text[at..];
-        let n = rest.split("packets ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
-        n.parse().unwrap()
-    };
-    (packets("seen"), packets("dropped"))
+    let count = |name| duet_tests::lab::nft_counter(router, name).unwrap();
+    (count("seen"), count("dropped"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -512,16 +511,9 @@ async fn a_silent_cut_between_two_hosts_moves_dual_to_grpc_within_a_second_and_h
     duet_tests::lab::nft_router(&edge, &cut).unwrap_or_else(|e| panic!("cut: {e}"));
     cut_done_tx.send(()).unwrap();
     heal_rx.await.unwrap();
-    let text = duet_tests::lab::nft_list_router(&edge).unwrap();
+    let dropped = duet_tests::lab::nft_counter(&edge, "dropped").expect("the cut's counter");
     duet_tests::lab::nft_router(&edge, "delete table inet cut").unwrap();
     let (before, moved, back) = client.await.unwrap();
-    let dropped: u64 = text
-        .split("counter dropped")
-        .nth(1)
-        .and_then(|r| r.split("packets ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("the cut's counter");
     println!(
         "dual failover after silent cut (lab): {} ms; back on Iroh {back:?} after the heal; {dropped} packets dropped by the cut",
         moved.as_millis()
