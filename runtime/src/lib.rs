@@ -12,6 +12,8 @@ mod limits;
 mod metadata_wire;
 mod method;
 pub mod metrics;
+pub mod middleware;
+mod observe;
 mod peer;
 mod peer_addr;
 pub mod routing;

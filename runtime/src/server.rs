@@ -16,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::Error;
 use crate::iroh::{ALPN, DuetProtocol, IrohService};
 use crate::limits::Limits;
+use crate::middleware::{CallService, Stack};
 
 /// Default limit of calls in flight on one connection (one HTTP/2 connection or one QUIC connection);
 /// further calls wait for a slot.
@@ -34,6 +35,8 @@ pub trait Service: Send + Sync + 'static {
     /// Clients route by the name compiled into their `MethodDesc` (`duet_codegen`'s `config_name`), so
     /// change both together.
     fn config_name(&self) -> &str;
+    /// The service's methods.
+    fn methods(&self) -> &'static [crate::MethodDesc];
     /// Adds the tonic service to a gRPC router, with the server's limits.
     fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits);
     /// The dispatcher for the Iroh wire; `None` for a service generated without Iroh stubs.
@@ -75,6 +78,7 @@ pub struct Server {
     limits: Limits,
     grace: Duration,
     max_concurrent_calls: u32,
+    stack: Stack,
 }
 
 impl Default for Server {
@@ -99,6 +103,7 @@ impl Server {
             limits: Limits::default(),
             grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            stack: Stack::default(),
         }
     }
 
@@ -208,6 +213,73 @@ impl Server {
         self
     }
 
+    /// Adds a tower layer around every call this server serves, on gRPC and Iroh alike (see
+    /// [`crate::middleware`] for what a layer sees). Layers run in the order added: the first is
+    /// the outermost. On the gRPC port they also wrap services added with
+    /// [`Server::add_grpc_service`].
+    ///
+    /// ```
+    /// use std::task::{Context, Poll};
+    /// use duet::middleware::CallService;
+    /// use duet::{Request, Response, Status};
+    ///
+    /// /// Tags every response with the server's name.
+    /// #[derive(Clone)]
+    /// struct Tag(CallService);
+    ///
+    /// impl tower::Service<Request<()>> for Tag {
+    ///     type Response = Response<()>;
+    ///     type Error = Status;
+    ///     type Future = duet::middleware::BoxCallFuture;
+    ///
+    ///     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+    ///         self.0.poll_ready(cx)
+    ///     }
+    ///
+    ///     fn call(&mut self, req: Request<()>) -> Self::Future {
+    ///         let call = self.0.call(req);
+    ///         Box::pin(async move {
+    ///             let mut resp = call.await?;
+    ///             resp.metadata_mut().insert("x-served-by", "node-1".parse().unwrap());
+    ///             Ok(resp)
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// let server = duet::Server::builder().layer(tower::layer::layer_fn(Tag));
+    /// # let _ = server;
+    /// ```
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<crate::Request<()>, Response = crate::Response<()>> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<crate::Request<()>>>::Error: Into<crate::middleware::BoxError>,
+        <L::Service as tower::Service<crate::Request<()>>>::Future: Send + 'static,
+    {
+        self.stack.push(layer);
+        self
+    }
+
+    /// Adds an interceptor in tonic's shape, run on every call's head on gRPC and Iroh alike; an
+    /// `Err` refuses the call with that status before its request message is read. Extensions it
+    /// adds reach the handler. See [`Server::layer`] for the order.
+    pub fn interceptor<F>(self, f: F) -> Self
+    where
+        F: Fn(crate::Request<()>) -> Result<crate::Request<()>, crate::Status> + Send + Sync + 'static,
+    {
+        self.layer(crate::middleware::InterceptorLayer::new(f))
+    }
+
+    /// Adds an interceptor that may wait (a token lookup, a membership check), run on every call's
+    /// head on gRPC and Iroh alike.
+    pub fn async_interceptor<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(crate::Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<crate::Request<()>, crate::Status>> + Send + 'static,
+    {
+        self.layer(crate::middleware::AsyncInterceptorLayer::new(f))
+    }
+
     /// Adds a service, served on every transport of this server.
     pub fn add_service<S: Service>(mut self, service: S) -> Self {
         self.services.push(Box::new(service));
@@ -279,9 +351,11 @@ impl Server {
             if let Some(tls) = self.grpc_tls.take() {
                 builder = builder.tls_config(tls)?;
             }
+            let methods = self.services.iter().flat_map(|s| s.methods()).map(|d| (d.path, d)).collect();
+            let setup = crate::grpc::ServeSetup { stack: self.stack.service().cloned(), methods: Arc::new(methods) };
             let router = builder
                 .max_concurrent_streams(self.max_concurrent_calls)
-                .layer(crate::grpc::DuetGrpcLayer)
+                .layer(crate::grpc::DuetGrpcLayer(setup))
                 .add_routes(routes.routes());
             grpc_task =
                 Some(tokio::spawn(router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())));
@@ -297,6 +371,7 @@ impl Server {
             iroh_services,
             limits: self.limits,
             max_concurrent_calls: self.max_concurrent_calls,
+            stack: self.stack.service().cloned(),
             access: self.access,
             header_timeout: self.header_timeout,
             tracker,
@@ -323,6 +398,7 @@ pub struct ServerHandle {
     iroh_services: Vec<Arc<dyn IrohService>>,
     limits: Limits,
     max_concurrent_calls: u32,
+    stack: Option<CallService>,
     access: crate::iroh::AccessControl,
     header_timeout: Duration,
     tracker: TaskTracker,
@@ -371,6 +447,7 @@ impl ServerHandle {
             self.access.clone(),
             self.header_timeout,
             endpoint.id(),
+            self.stack.clone(),
         );
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {

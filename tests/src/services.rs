@@ -12,6 +12,10 @@ use crate::pb::cases::a::v1::{Everything, Tree};
 use crate::pb::cases::b::v1::{Clock, Mirror};
 use crate::pb::matrix::v1::{CountRequest, EchoReply, EchoRequest, Kinds};
 
+/// A request extension a middleware may add for the handler; `Echo` of `"tag"` answers with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag(pub String);
+
 /// Implements every method kind; counts the calls it ran.
 #[derive(Debug, Default, Clone)]
 pub struct KindsImpl {
@@ -44,7 +48,8 @@ fn failure(req: &EchoRequest) -> Option<Status> {
 }
 
 impl Kinds for KindsImpl {
-    /// Echoes the text; `"peer"` answers with the caller's identity instead. Request metadata whose key
+    /// Echoes the text; `"peer"` answers with the caller's identity instead, `"tag"` with the
+    /// request's [`Tag`] extension, `"trace"` with the trace id of the handler's trace context. Request metadata whose key
     /// starts with `x-echo-` comes back as response metadata.
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -53,11 +58,16 @@ impl Kinds for KindsImpl {
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         }
-        let (md, _, req) = request.into_parts();
+        let (md, ext, req) = request.into_parts();
         if let Some(status) = failure(&req) {
             return Err(status);
         }
-        let text = if req.text == "peer" { format!("{peer:?}") } else { req.text };
+        let text = match req.text.as_str() {
+            "peer" => format!("{peer:?}"),
+            "tag" => format!("{:?}", ext.get::<Tag>()),
+            "trace" => format!("{:?}", ext.get::<duet::middleware::TraceContext>().map(|c| c.trace_id_hex())),
+            _ => req.text,
+        };
         let mut resp = Response::new(EchoReply { text, index: 0 });
         for kv in md.iter() {
             match kv {

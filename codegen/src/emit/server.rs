@@ -24,6 +24,16 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
         }
     };
 
+    let descs = s.methods.iter().map(|m| {
+        let desc = &m.const_ident;
+        quote!(#methods_mod::#desc)
+    });
+    let methods_fn = quote! {
+        fn methods(&self) -> &'static [::duet::MethodDesc] {
+            &[#(#descs),*]
+        }
+    };
+
     let iroh_fn = if s.iroh {
         quote! {
             fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::iroh::IrohService>> {
@@ -132,6 +142,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                 &self.config_name
             }
 
+            #methods_fn
             #grpc
             #iroh_fn
         }

@@ -80,10 +80,10 @@ fn is_deadline<T>(result: &Result<T, Failure>) -> bool {
     matches!(result, Err(Failure::Answered(s)) if s.code() == tonic::Code::DeadlineExceeded)
 }
 
+/// The request kept for a fallback: its message, metadata and extensions, so the retry carries
+/// everything the first attempt did.
 fn copy<T: Clone>(req: &Request<T>) -> Request<T> {
-    let mut c = Request::new(req.get_ref().clone());
-    *c.metadata_mut() = req.metadata().clone();
-    c
+    Request::from_parts(req.metadata().clone(), req.extensions().clone(), req.get_ref().clone())
 }
 
 impl Dual {
@@ -197,7 +197,7 @@ impl Dual {
     ) -> Attempt<T> {
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
-        let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
+        let span = tracing::debug_span!("duet.attempt", path = desc.path, transport = "iroh", reason);
         let (result, silent) = call.instrument(span).await;
         self.judge(desc, started, result, fallback, retry_lost, silent)
     }
@@ -331,7 +331,7 @@ impl Dual {
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
         let timeout = deadline::effective(req.metadata(), opts.timeout);
-        let span = tracing::debug_span!("duet.call", path = desc.path, transport = "iroh", reason);
+        let span = tracing::debug_span!("duet.attempt", path = desc.path, transport = "iroh", reason);
         let stream = match self.connect(timeout, fallback).instrument(span.clone()).await {
             Ok(stream) => stream,
             Err(failure) => {

@@ -22,6 +22,7 @@ use crate::iroh::connector::PeerSlot;
 use crate::iroh::{Connector, Failure, InFlight};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
+use crate::middleware::{CallInfo, CallService, Stack};
 use crate::{Error, PeerAddr, Request, Response, Status, Streaming};
 
 /// Which transport carried a call. Every response from a duet client carries it in its extensions:
@@ -81,6 +82,7 @@ pub struct CallOptions {
 #[derive(Clone)]
 pub struct Channel {
     route: Route,
+    stack: Stack,
 }
 
 #[derive(Clone)]
@@ -139,7 +141,7 @@ pub(crate) fn explain(failure: Failure, watch: &InFlight) -> Failure {
 impl Channel {
     /// Wraps a tonic channel (with whatever TLS, timeouts and keep-alive it was built with).
     pub fn from_tonic(channel: TonicChannel) -> Self {
-        Self { route: Route::Grpc(channel) }
+        Self { route: Route::Grpc(channel), stack: Stack::default() }
     }
 
     /// Connects over gRPC to `uri` (`http://host:port`).
@@ -156,13 +158,13 @@ impl Channel {
     /// A channel to the Iroh peer at `addr`, through `connector` (which dials lazily and shares one
     /// connection per peer among all its channels).
     pub fn iroh(connector: &Connector, addr: EndpointAddr) -> Self {
-        Self { route: Route::Iroh(connector.slot(addr)) }
+        Self { route: Route::Iroh(connector.slot(addr)), stack: Stack::default() }
     }
 
     /// A Dual channel: every call goes over gRPC or Iroh as `config`'s migration strategy says, with
     /// fallback, a circuit breaker on Iroh, and adaptive choice where configured.
     pub fn dual(grpc: TonicChannel, connector: &Connector, addr: EndpointAddr, config: &TransportConfig) -> Self {
-        Self { route: Route::Dual(Arc::new(Dual::new(grpc, connector.slot(addr), config))) }
+        Self { route: Route::Dual(Arc::new(Dual::new(grpc, connector.slot(addr), config))), stack: Stack::default() }
     }
 
     /// A gRPC channel to `peer`'s gRPC address with `config`'s `[transport.grpc]` settings (TLS if
@@ -213,6 +215,50 @@ impl Channel {
         }
     }
 
+    /// Adds a tower layer around every call made through this channel (and its clones made after),
+    /// whatever transport carries it (see [`crate::middleware`] for what a layer sees). It runs
+    /// once per call, above the choice of transport: a Dual call that falls back from Iroh to gRPC
+    /// passes through it once, and the response's extensions name the transport that answered.
+    /// Layers run in the order added: the first is the outermost.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower::Layer<CallService> + Send + Sync + 'static,
+        L::Service: tower::Service<Request<()>, Response = Response<()>> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<Request<()>>>::Error: Into<crate::middleware::BoxError>,
+        <L::Service as tower::Service<Request<()>>>::Future: Send + 'static,
+    {
+        self.stack.push(layer);
+        self
+    }
+
+    /// Adds an interceptor in tonic's shape, run on every call's head before it leaves, on every
+    /// transport; an `Err` fails the call with that status and nothing is sent.
+    ///
+    /// ```
+    /// # fn f(channel: duet::Channel) {
+    /// let channel = channel.interceptor(|mut req: duet::Request<()>| {
+    ///     req.metadata_mut().insert("authorization", "Bearer secret".parse().unwrap());
+    ///     Ok(req)
+    /// });
+    /// # }
+    /// ```
+    pub fn interceptor<F>(self, f: F) -> Self
+    where
+        F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+    {
+        self.layer(crate::middleware::InterceptorLayer::new(f))
+    }
+
+    /// Adds an interceptor that may wait (fetching a token, say), run on every call's head before
+    /// it leaves, on every transport.
+    pub fn async_interceptor<F, Fut>(self, f: F) -> Self
+    where
+        F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Request<()>, Status>> + Send + 'static,
+    {
+        self.layer(crate::middleware::AsyncInterceptorLayer::new(f))
+    }
+
     /// A unary call. Generated clients call this; you rarely need to.
     pub async fn unary<Req: Message, Resp: Message>(
         &self,
@@ -220,16 +266,9 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
-        match &self.route {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
-            }
-            Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::unary(s, req, desc, opts)).await
-            }
-            Route::Dual(d) => d.unary(req, desc, opts).await,
-        }
+        let route = self.route.clone();
+        let opts = opts.clone();
+        self.call(req, desc, move |req| async move { route.unary(req, desc, &opts).await }).await
     }
 
     /// A server-streaming call. Generated clients call this.
@@ -239,16 +278,9 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        match &self.route {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
-            }
-            Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::server_streaming(s, req, desc, opts)).await
-            }
-            Route::Dual(d) => d.server_streaming(req, desc, opts).await,
-        }
+        let route = self.route.clone();
+        let opts = opts.clone();
+        self.call(req, desc, move |req| async move { route.server_streaming(req, desc, &opts).await }).await
     }
 
     /// A client-streaming call. Generated clients call this.
@@ -263,16 +295,9 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        match &self.route {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
-            }
-            Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::client_streaming(s, req, desc, opts)).await
-            }
-            Route::Dual(d) => d.client_streaming(req, desc, opts).await,
-        }
+        let route = self.route.clone();
+        let opts = opts.clone();
+        self.call(req, desc, move |req| async move { route.client_streaming(req, desc, &opts).await }).await
     }
 
     /// A bidi-streaming call. Generated clients call this.
@@ -287,7 +312,157 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        match &self.route {
+        let route = self.route.clone();
+        let opts = opts.clone();
+        self.call(req, desc, move |req| async move { route.bidi(req, desc, &opts).await }).await
+    }
+
+    /// One call, whatever its shape: its trace context and span, then the middleware (if any), then
+    /// `route`, which carries it.
+    async fn call<B, R, F, Fut>(
+        &self,
+        mut req: Request<B>,
+        desc: &'static MethodDesc,
+        route: F,
+    ) -> Result<Response<R>, Status>
+    where
+        B: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Request<B>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Response<R>, Status>> + Send + 'static,
+    {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "duet.call",
+            path = desc.path,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        );
+        let enabled = !span.is_disabled();
+        let ctx = {
+            let (mut md, ext, body) = req.into_parts();
+            let ctx = crate::middleware::trace::outgoing(&mut md, &ext, enabled);
+            req = Request::from_parts(md, ext, body);
+            ctx
+        };
+        if let Some(ctx) = ctx
+            && enabled
+        {
+            span.record("trace_id", tracing::field::display(format_args!("{:032x}", ctx.trace_id)));
+            span.record("span_id", tracing::field::display(format_args!("{:016x}", ctx.span_id)));
+        }
+        let call = async {
+            match self.stack.service() {
+                None => route(req).await,
+                Some(stack) => through_stack(stack, req, desc, route).await,
+            }
+        };
+        if enabled { call.instrument(span).await } else { call.await }
+    }
+}
+
+/// Runs a client call's head through the channel's middleware, down to `route`; the request body
+/// rides past the layers and the response body comes back the same way.
+async fn through_stack<B, R, F, Fut>(
+    stack: &CallService,
+    req: Request<B>,
+    desc: &'static MethodDesc,
+    route: F,
+) -> Result<Response<R>, Status>
+where
+    B: Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(Request<B>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<R>, Status>> + Send + 'static,
+{
+    let (metadata, mut extensions, body) = req.into_parts();
+    extensions.insert(CallInfo { path: desc.path.to_owned(), transport: None });
+    let slot = crate::middleware::Body::new();
+    let left = slot.clone();
+    let head = Request::from_parts(metadata, extensions, ());
+    let head = crate::middleware::run(stack, head, move |head| async move {
+        let (metadata, extensions, ()) = head.into_parts();
+        let (metadata, body, extensions) = route(Request::from_parts(metadata, extensions, body)).await?.into_parts();
+        left.put(body);
+        Ok(Response::from_parts(metadata, (), extensions))
+    })
+    .await?;
+    let (metadata, (), extensions) = head.into_parts();
+    Ok(Response::from_parts(metadata, slot.take()?, extensions))
+}
+
+impl Route {
+    async fn unary<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status> {
+        match self {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::unary(s, req, desc, opts)).await
+            }
+            Route::Dual(d) => d.unary(req, desc, opts).await,
+        }
+    }
+
+    async fn server_streaming<Req: Message, Resp: Message>(
+        &self,
+        req: Request<Req>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        match self {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::server_streaming(s, req, desc, opts)).await
+            }
+            Route::Dual(d) => d.server_streaming(req, desc, opts).await,
+        }
+    }
+
+    async fn client_streaming<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Resp>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        match self {
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
+            }
+            Route::Iroh(slot) => {
+                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
+                on_iroh(slot, desc, timeout, |s| crate::iroh::client_streaming(s, req, desc, opts)).await
+            }
+            Route::Dual(d) => d.client_streaming(req, desc, opts).await,
+        }
+    }
+
+    async fn bidi<S, Req, Resp>(
+        &self,
+        req: Request<S>,
+        desc: &'static MethodDesc,
+        opts: &CallOptions,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        S: Stream<Item = Req> + Send + 'static,
+        Req: Message,
+        Resp: Message,
+    {
+        match self {
             Route::Grpc(ch) => measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts)).await,
             Route::Iroh(slot) => {
                 let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
@@ -332,7 +507,7 @@ pub(crate) async fn measured<T>(
     call: impl Future<Output = Result<T, Status>>,
 ) -> Result<T, Status> {
     use tracing::Instrument;
-    let span = tracing::debug_span!("duet.call", path = desc.path, %transport, reason);
+    let span = tracing::debug_span!("duet.attempt", path = desc.path, %transport, reason);
     let start = std::time::Instant::now();
     // Entering a disabled span on every poll is not free (callgrind: ~1.4k instructions per call
     // on the gRPC path, about a quarter of what duet adds to a tonic call).

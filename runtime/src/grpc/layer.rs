@@ -1,5 +1,7 @@
 //! A tower layer around duet's tonic services, so gRPC behaves as duet's Iroh wire does:
 //!
+//! - the server's middleware stack runs around every call, and every call is observed (span,
+//!   trace context, metrics) as on Iroh;
 //! - trailing metadata a handler attached with [`crate::Trailers`] is sent in the HTTP/2 trailers;
 //! - tonic's size-limit errors (`OUT_OF_RANGE`) are reported as `RESOURCE_EXHAUSTED`, the code the gRPC
 //!   spec and the C-core, Go and Java implementations use.
@@ -7,11 +9,19 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use http::{HeaderMap, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use tower::{Layer, Service};
+use tonic::metadata::MetadataMap;
+use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
 
-use crate::Trailers;
+use crate::method::MethodDesc;
+use crate::middleware::{BoxError, CallInfo, CallService, into_status, run};
+use crate::observe::{Served, serve_span};
+use crate::{Request, Response, Status, Trailers, Transport};
 
 /// The start of tonic's size-limit messages.
 const SIZE_LIMIT_MESSAGES: [&str; 2] =
@@ -43,51 +53,143 @@ pub(crate) fn fix_size_limit_status(status: tonic::Status) -> tonic::Status {
     }
 }
 
+/// What the gRPC side of a server runs around every call, as the Iroh side does.
+#[derive(Clone, Default)]
+pub(crate) struct ServeSetup {
+    /// The user's middleware; `None` when there is none.
+    pub stack: Option<CallService>,
+    /// duet's own methods by path, for metric labels without an allocation per call.
+    pub methods: Arc<HashMap<&'static str, &'static MethodDesc>>,
+}
+
 /// The layer duet puts on its gRPC router.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct DuetGrpcLayer;
+#[derive(Clone, Default)]
+pub(crate) struct DuetGrpcLayer(pub ServeSetup);
 
 impl<S> Layer<S> for DuetGrpcLayer {
     type Service = DuetGrpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        DuetGrpcService { inner }
+        DuetGrpcService { inner, setup: self.0.clone() }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct DuetGrpcService<S> {
     inner: S,
+    setup: ServeSetup,
 }
+
+type ResponseFuture<E> = Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, E>> + Send>>;
 
 impl<S, B> Service<http::Request<B>> for DuetGrpcService<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = ResponseFuture<S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            // A trailers-only response carries its status in the headers.
-            fix_size_limit_code(resp.headers_mut());
-            let extra = resp.extensions_mut().remove::<Trailers>().map(|t| t.0.into_headers());
-            Ok(resp.map(|body| tonic::body::Body::new(TrailerBody { inner: body, extra })))
-        })
+        // The clone is ready for nothing: the ready one goes to this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let path = req.uri().path();
+        let served = match self.setup.methods.get(path) {
+            Some(desc) => Served::start(desc.config_name.into(), desc.method.into(), Transport::Grpc),
+            None => {
+                let (service, method) = crate::iroh::split_path(path).unwrap_or(("", ""));
+                Served::start(service.to_owned().into(), method.to_owned().into(), Transport::Grpc)
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+        let span = serve_span(parts.uri.path(), Transport::Grpc, &metadata, &mut parts.extensions);
+        let call = match &self.setup.stack {
+            None => {
+                parts.headers = metadata.into_headers();
+                let fut = inner.oneshot(http::Request::from_parts(parts, body));
+                Box::pin(async move { fut.await.map(|resp| finish(resp, served)) }) as ResponseFuture<S::Error>
+            }
+            Some(stack) => {
+                let stack = stack.clone();
+                let path = parts.uri.path().to_owned();
+                let mut extensions = std::mem::take(&mut parts.extensions);
+                extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
+                let head = Request::from_parts(metadata, extensions, ());
+                let slot = crate::middleware::Body::new();
+                let left = slot.clone();
+                let through = async move {
+                    run(&stack, head, move |head| async move {
+                        let (metadata, extensions, ()) = head.into_parts();
+                        parts.headers = metadata.into_headers();
+                        parts.extensions = extensions;
+                        let resp = inner
+                            .oneshot(http::Request::from_parts(parts, body))
+                            .await
+                            .map_err(|e| into_status(e.into()))?;
+                        let (mut parts, body) = resp.into_parts();
+                        fix_size_limit_code(&mut parts.headers);
+                        // A trailers-only response is the handler's error: layers see it as one.
+                        if let Some(status) = Status::from_header_map(&parts.headers)
+                            && status.code() != tonic::Code::Ok
+                        {
+                            return Err(status);
+                        }
+                        let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+                        let extensions = std::mem::take(&mut parts.extensions);
+                        left.put((parts, body));
+                        Ok(Response::from_parts(metadata, (), extensions))
+                    })
+                    .await
+                };
+                Box::pin(async move {
+                    let resp = match through.await.and_then(|head| Ok((head, slot.take()?))) {
+                        Ok((head, (mut parts, body))) => {
+                            let (metadata, (), extensions) = head.into_parts();
+                            parts.headers = metadata.into_headers();
+                            parts.extensions = extensions;
+                            http::Response::from_parts(parts, body)
+                        }
+                        Err(status) => status.into_http(),
+                    };
+                    Ok(finish(resp, served))
+                })
+            }
+        };
+        if span.is_disabled() { call } else { Box::pin(call.instrument(span)) }
     }
+}
+
+/// Brings a tonic response in line with the Iroh wire (size-limit codes, [`Trailers`]) and
+/// observes it to its end.
+fn finish(mut resp: http::Response<tonic::body::Body>, served: Served) -> http::Response<tonic::body::Body> {
+    // A trailers-only response carries its status in the headers.
+    fix_size_limit_code(resp.headers_mut());
+    let extra = resp.extensions_mut().remove::<Trailers>().map(|t| t.0.into_headers());
+    let served = match Status::from_header_map(resp.headers()) {
+        Some(status) => {
+            served.finish(status.code());
+            None
+        }
+        None => Some(served),
+    };
+    resp.map(|body| tonic::body::Body::new(TrailerBody { inner: body, extra, served }))
 }
 
 struct TrailerBody {
     inner: tonic::body::Body,
     extra: Option<HeaderMap>,
+    /// Finished with the status in the trailers; dropped unfinished (as `CANCELLED`) if the body
+    /// never reaches them.
+    served: Option<Served>,
 }
 
 impl HttpBody for TrailerBody {
@@ -103,6 +205,10 @@ impl HttpBody for TrailerBody {
             f.map(|frame| match frame.into_trailers() {
                 Ok(mut trailers) => {
                     fix_size_limit_code(&mut trailers);
+                    if let Some(served) = self.served.take() {
+                        let code = Status::from_header_map(&trailers).map_or(tonic::Code::Unknown, |s| s.code());
+                        served.finish(code);
+                    }
                     if let Some(extra) = self.extra.take() {
                         // User metadata never overrides gRPC's own status headers.
                         for (name, value) in extra.iter() {

@@ -8,4 +8,4 @@ mod layer;
 pub(crate) use cancel::CancelOnDrop;
 pub(crate) use client::{bidi, client_status, client_streaming, server_streaming, unary};
 pub(crate) use incoming::UntilShutdown;
-pub(crate) use layer::{DuetGrpcLayer, fix_size_limit_status};
+pub(crate) use layer::{DuetGrpcLayer, ServeSetup, fix_size_limit_status};

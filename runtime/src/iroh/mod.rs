@@ -22,10 +22,10 @@ pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_str
 pub use connector::{ConnectionState, Connector};
 pub(crate) use liveness::InFlight;
 pub use liveness::{SILENCE_FLOOR, silence_bound};
-pub(crate) use server::DuetProtocol;
 pub use server::{
     AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, IrohService, NOT_ALLOWED, ServerCall,
 };
+pub(crate) use server::{DuetProtocol, split_path};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

@@ -17,6 +17,7 @@ use iroh::protocol::{AcceptError, ProtocolHandler};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::metadata::MetadataMap;
+use tracing::Instrument;
 
 use super::frame::{Frame, FrameKind};
 use super::frame_buf::FrameBuf;
@@ -27,8 +28,10 @@ use super::{ok_trailer, trailer_from_status};
 use crate::codec::{Message, WireCodec};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
+use crate::middleware::{CallInfo, CallService};
+use crate::observe::{Served, serve_span};
 use crate::peer::IrohPeer;
-use crate::{BoxStream, Request, Response, Status, Streaming, Trailers, deadline, metadata_wire};
+use crate::{BoxStream, Request, Response, Status, Streaming, Trailers, Transport, deadline, metadata_wire};
 
 /// What an access hook sees of one call: who, and what it asks for.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +97,7 @@ pub struct ServerCall {
     peer: EndpointId,
     header_timeout: Duration,
     drained: CancellationToken,
+    stack: Option<CallService>,
 }
 
 impl fmt::Debug for ServerCall {
@@ -107,8 +111,68 @@ enum Reply<T> {
     Many(Response<BoxStream<T>>),
 }
 
+/// A reply's body, kept aside while its head goes back up through the middleware.
+enum ReplyBody<T> {
+    One(T),
+    Many(BoxStream<T>),
+}
+
+impl<T> Reply<T> {
+    fn split(self) -> (Response<()>, ReplyBody<T>) {
+        match self {
+            Reply::One(r) => {
+                let (md, body, ext) = r.into_parts();
+                (Response::from_parts(md, (), ext), ReplyBody::One(body))
+            }
+            Reply::Many(r) => {
+                let (md, body, ext) = r.into_parts();
+                (Response::from_parts(md, (), ext), ReplyBody::Many(body))
+            }
+        }
+    }
+
+    fn join(head: Response<()>, body: ReplyBody<T>) -> Self {
+        let (md, (), ext) = head.into_parts();
+        match body {
+            ReplyBody::One(b) => Reply::One(Response::from_parts(md, b, ext)),
+            ReplyBody::Many(b) => Reply::Many(Response::from_parts(md, b, ext)),
+        }
+    }
+}
+
+/// Runs `make` (which reads the request and runs the handler) below the server's middleware: the
+/// layers see the call's head before the request message is read, and the response's head after
+/// the handler returned.
+async fn through_stack<Resp, Make, Work>(
+    stack: CallService,
+    path: &'static str,
+    frames: Frames,
+    metadata: MetadataMap,
+    mut ext: Extensions,
+    make: Make,
+) -> Result<Reply<Resp>, Status>
+where
+    Resp: Message,
+    Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
+    Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
+{
+    ext.insert(CallInfo { path: path.to_owned(), transport: Some(Transport::Iroh) });
+    let slot = crate::middleware::Body::new();
+    let left = slot.clone();
+    let head = crate::middleware::run(&stack, Request::from_parts(metadata, ext, ()), move |head| async move {
+        let (metadata, ext, ()) = head.into_parts();
+        let (head, body) = make(frames, metadata, ext).await?.split();
+        left.put(body);
+        Ok(head)
+    })
+    .await?;
+    Ok(Reply::join(head, slot.take()?))
+}
+
+#[derive(Clone, Copy)]
 enum Outcome {
-    Done,
+    /// The response went out, ending with this code.
+    Done(tonic::Code),
     Cancelled,
     Deadline,
 }
@@ -204,8 +268,12 @@ impl ServerCall {
         Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
         Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
     {
-        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, .. } = self;
-        Box::pin(async move {
+        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, stack, .. } = self;
+        let served = Served::start(desc.config_name.into(), desc.method.into(), Transport::Iroh);
+        let mut ext = Extensions::new();
+        ext.insert(IrohPeer(peer));
+        let span = serve_span(desc.path, Transport::Iroh, &metadata, &mut ext);
+        let call = async move {
             if fingerprint != desc.fingerprint {
                 let mut md = MetadataMap::new();
                 md.insert(
@@ -222,11 +290,15 @@ impl ServerCall {
                     md,
                 );
                 let _ = send.trailer(&trailer_from_status(&status)).await;
+                served.finish(status.code());
                 return;
             }
-            let mut ext = Extensions::new();
-            ext.insert(IrohPeer(peer));
-            let work = make(frames, metadata, ext);
+            let work = async move {
+                match stack {
+                    None => make(frames, metadata, ext).await,
+                    Some(stack) => through_stack(stack, desc.path, frames, metadata, ext, make).await,
+                }
+            };
             let stopped = send.stream().stopped();
             let outcome = {
                 let respond = respond(work, &mut send, desc.codec, limits.max_encoding_message_size);
@@ -241,11 +313,16 @@ impl ServerCall {
                     biased;
                     _ = stopped => Outcome::Cancelled,
                     _ = deadline => Outcome::Deadline,
-                    () = &mut respond => Outcome::Done,
+                    code = &mut respond => Outcome::Done(code),
                 }
             };
+            served.finish(match outcome {
+                Outcome::Done(code) => code,
+                Outcome::Cancelled => tonic::Code::Cancelled,
+                Outcome::Deadline => tonic::Code::DeadlineExceeded,
+            });
             match outcome {
-                Outcome::Done => {
+                Outcome::Done(_) => {
                     // Stay until the client has acknowledged the reply (or the server drains), as a
                     // plain QUIC echo does: a task that ends at once leaves its worker thread idle to
                     // park, and the next call's stream must wake it through the kernel. With this,
@@ -264,23 +341,26 @@ impl ServerCall {
                     }
                 }
             }
-        })
+        };
+        if span.is_disabled() { Box::pin(call) } else { Box::pin(call.instrument(span)) }
     }
 }
 
+/// Writes the handler's reply; returns the code the call ended with.
 async fn respond<Resp: Message>(
     work: impl Future<Output = Result<Reply<Resp>, Status>>,
     send: &mut FrameSender,
     codec: WireCodec,
     limit: usize,
-) {
+) -> tonic::Code {
     let reply = match work.await {
         Ok(reply) => reply,
         Err(status) => {
             let _ = send.trailer(&trailer_from_status(&status)).await;
-            return;
+            return status.code();
         }
     };
+    let mut code = tonic::Code::Ok;
     let result = match reply {
         Reply::One(response) => {
             let (md, msg, mut ext) = response.into_parts();
@@ -288,7 +368,10 @@ async fn respond<Resp: Message>(
             let mut reply = FrameBuf::new();
             reply.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) });
             match reply.message(codec, &msg, limit) {
-                Err(status) => send.trailer(&trailer_from_status(&status)).await,
+                Err(status) => {
+                    code = status.code();
+                    send.trailer(&trailer_from_status(&status)).await
+                }
                 Ok(()) => {
                     reply.header(FrameKind::Trailer, &trailer);
                     send.write(reply, true).await
@@ -308,6 +391,7 @@ async fn respond<Resp: Message>(
                         Err(status) => Err(status),
                     };
                     if let Err(status) = encoded {
+                        code = status.code();
                         return send.trailer(&trailer_from_status(&status)).await;
                     }
                     send.write(frame, false).await?;
@@ -319,7 +403,9 @@ async fn respond<Resp: Message>(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "response not delivered");
+        code = e.code();
     }
+    code
 }
 
 fn success_trailer(ext: &mut Extensions) -> super::wire::Trailer {
@@ -341,6 +427,7 @@ pub(crate) struct Registry {
     drained: CancellationToken,
     access: AccessControl,
     header_timeout: Duration,
+    stack: Option<CallService>,
 }
 
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
@@ -367,12 +454,22 @@ impl DuetProtocol {
         access: AccessControl,
         header_timeout: Duration,
         local: EndpointId,
+        stack: Option<CallService>,
     ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
         let drained = CancellationToken::new();
-        let registry =
-            Registry { services, limits, tracker, max_concurrent_calls, draining, drained, access, header_timeout };
+        let registry = Registry {
+            services,
+            limits,
+            tracker,
+            max_concurrent_calls,
+            draining,
+            drained,
+            access,
+            header_timeout,
+            stack,
+        };
         Self { registry: Arc::new(registry), local }
     }
 
@@ -493,6 +590,7 @@ impl Registry {
             peer,
             header_timeout: self.header_timeout,
             drained: self.drained.clone(),
+            stack: self.stack.clone(),
         };
         service.call(method, call).await;
     }

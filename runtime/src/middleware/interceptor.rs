@@ -1,0 +1,156 @@
+//! Interceptors as tower layers: tonic's synchronous shape, and an async one for checks that wait
+//! (a token service, a membership lookup).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service, ServiceExt};
+
+use super::CallService;
+use crate::{Request, Response, Status};
+
+/// A layer that runs `f` on every call's head before the call goes on; an `Err` ends the call with
+/// that status (tonic's `Interceptor`, on both transports).
+pub struct InterceptorLayer<F> {
+    f: Arc<F>,
+}
+
+impl<F> Clone for InterceptorLayer<F> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone() }
+    }
+}
+
+impl<F> InterceptorLayer<F>
+where
+    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+{
+    /// Wraps `f`.
+    pub fn new(f: F) -> Self {
+        Self { f: Arc::new(f) }
+    }
+}
+
+impl<F> std::fmt::Debug for InterceptorLayer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InterceptorLayer")
+    }
+}
+
+impl<F> Layer<CallService> for InterceptorLayer<F>
+where
+    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+{
+    type Service = Intercepted<F>;
+
+    fn layer(&self, inner: CallService) -> Self::Service {
+        Intercepted { f: self.f.clone(), inner }
+    }
+}
+
+/// The service an [`InterceptorLayer`] makes.
+pub struct Intercepted<F> {
+    f: Arc<F>,
+    inner: CallService,
+}
+
+impl<F> Clone for Intercepted<F> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone(), inner: self.inner.clone() }
+    }
+}
+
+impl<F> Service<Request<()>> for Intercepted<F>
+where
+    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+{
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        // The inner service is driven with `oneshot`, which waits for its readiness itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        match (self.f)(req) {
+            Ok(req) => Box::pin(self.inner.clone().oneshot(req)),
+            Err(status) => Box::pin(std::future::ready(Err(status))),
+        }
+    }
+}
+
+/// A layer that awaits `f` on every call's head before the call goes on; an `Err` ends the call with
+/// that status.
+pub struct AsyncInterceptorLayer<F> {
+    f: Arc<F>,
+}
+
+impl<F> Clone for AsyncInterceptorLayer<F> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone() }
+    }
+}
+
+impl<F, Fut> AsyncInterceptorLayer<F>
+where
+    F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Request<()>, Status>> + Send + 'static,
+{
+    /// Wraps `f`.
+    pub fn new(f: F) -> Self {
+        Self { f: Arc::new(f) }
+    }
+}
+
+impl<F> std::fmt::Debug for AsyncInterceptorLayer<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncInterceptorLayer")
+    }
+}
+
+impl<F, Fut> Layer<CallService> for AsyncInterceptorLayer<F>
+where
+    F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Request<()>, Status>> + Send + 'static,
+{
+    type Service = AsyncIntercepted<F>;
+
+    fn layer(&self, inner: CallService) -> Self::Service {
+        AsyncIntercepted { f: self.f.clone(), inner }
+    }
+}
+
+/// The service an [`AsyncInterceptorLayer`] makes.
+pub struct AsyncIntercepted<F> {
+    f: Arc<F>,
+    inner: CallService,
+}
+
+impl<F> Clone for AsyncIntercepted<F> {
+    fn clone(&self) -> Self {
+        Self { f: self.f.clone(), inner: self.inner.clone() }
+    }
+}
+
+impl<F, Fut> Service<Request<()>> for AsyncIntercepted<F>
+where
+    F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Request<()>, Status>> + Send + 'static,
+{
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxFuture<'static, Result<Response<()>, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let checked = (self.f)(req);
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.oneshot(checked.await?).await })
+    }
+}

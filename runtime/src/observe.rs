@@ -1,0 +1,77 @@
+//! The one place a served call is observed: its `duet.serve` span (with the caller's trace context),
+//! its duration histogram and the calls-in-flight gauge, the same on gRPC and Iroh.
+
+use std::time::Instant;
+
+use http::Extensions;
+use metrics::SharedString;
+use tonic::metadata::MetadataMap;
+
+use crate::middleware::TraceContext;
+use crate::{Code, Transport};
+
+/// A served call being observed: recorded once, with the code it ended with, when
+/// [`Served::finish`] is called or, if it never is (the client went away), as `CANCELLED` on drop.
+pub(crate) struct Served {
+    service: SharedString,
+    method: SharedString,
+    transport: Transport,
+    start: Instant,
+    done: bool,
+}
+
+impl Served {
+    /// Starts observing a call of `service`/`method` (config name and proto method name).
+    pub fn start(service: SharedString, method: SharedString, transport: Transport) -> Self {
+        crate::metrics::server_started(&service, transport);
+        Self { service, method, transport, start: Instant::now(), done: false }
+    }
+
+    /// Records the call's end.
+    pub fn finish(mut self, code: Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: Code) {
+        if !std::mem::replace(&mut self.done, true) {
+            crate::metrics::server_finished(&self.service, &self.method, self.transport, code, self.start.elapsed());
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.record(Code::Cancelled);
+    }
+}
+
+/// The server span of one call, and the trace context the handler inherits: a child of the
+/// caller's `traceparent`, if it sent one, put into `extensions`.
+pub(crate) fn serve_span(
+    path: &str,
+    transport: Transport,
+    metadata: &MetadataMap,
+    extensions: &mut Extensions,
+) -> tracing::Span {
+    let parent = TraceContext::from_metadata(metadata);
+    let own = parent.map(|p| p.child());
+    if let Some(own) = own {
+        extensions.insert(own);
+    }
+    let span = tracing::debug_span!(
+        "duet.serve",
+        path,
+        %transport,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_id = tracing::field::Empty,
+    );
+    if let (Some(parent), Some(own)) = (parent, own)
+        && !span.is_disabled()
+    {
+        span.record("trace_id", tracing::field::display(format_args!("{:032x}", parent.trace_id)));
+        span.record("span_id", tracing::field::display(format_args!("{:016x}", own.span_id)));
+        span.record("parent_id", tracing::field::display(format_args!("{:016x}", parent.span_id)));
+    }
+    span
+}

@@ -1,0 +1,364 @@
+//! One middleware stack on both transports: server interceptors and layers, client interceptors and
+//! layers, extensions, server metrics and trace context, over gRPC, Iroh and Dual.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use duet::middleware::{BoxCallFuture, CallInfo, CallService};
+use duet::{Code, Peer, Request, RequestExt, Response, Status, Transport};
+use duet_tests::harness::{self, Running, VIAS, Via};
+use duet_tests::pb::matrix::v1::{CountRequest, EchoRequest, KindsClient, KindsServer};
+use duet_tests::services::{KindsImpl, Tag};
+use futures_util::StreamExt;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::layer::SubscriberExt;
+
+const TOKEN: &str = "open-sesame";
+
+/// What the server interceptor saw of one call.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    transport: Option<Transport>,
+    peer: Peer,
+    timeout: Option<Duration>,
+}
+
+/// Adds `x-layer: seen` to every response head, and to the status of a refused call.
+#[derive(Clone)]
+struct Stamp(CallService);
+
+impl tower::Service<Request<()>> for Stamp {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxCallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let call = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = call.await?;
+            resp.metadata_mut().insert("x-layer", "seen".parse().unwrap());
+            Ok(resp)
+        })
+    }
+}
+
+struct Fixture {
+    running: Running,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+async fn start() -> Fixture {
+    let seen = Arc::new(Mutex::new(vec![]));
+    let log = seen.clone();
+    let server = duet::Server::builder()
+        .interceptor(move |mut req: Request<()>| {
+            let info = req.extensions().get::<CallInfo>().cloned().expect("every call has its CallInfo");
+            log.lock().unwrap().push(Seen {
+                path: info.path,
+                transport: info.transport,
+                peer: req.peer(),
+                timeout: CallInfo::timeout(&req),
+            });
+            match req.metadata().get("x-token") {
+                Some(t) if t == TOKEN => {
+                    req.extensions_mut().insert(Tag("from-interceptor".into()));
+                    Ok(req)
+                }
+                _ => Err(Status::unauthenticated("no token")),
+            }
+        })
+        .layer(tower::layer::layer_fn(Stamp))
+        .add_service(KindsServer::new(KindsImpl::default()));
+    Fixture { running: harness::serve(server).await, seen }
+}
+
+fn with_token<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut().insert("x-token", TOKEN.parse().unwrap());
+    req
+}
+
+fn echo(text: &str) -> EchoRequest {
+    EchoRequest { text: text.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn a_server_interceptor_refuses_a_call_without_its_token_on_every_transport() {
+    let f = start().await;
+    for via in VIAS {
+        let mut client = KindsClient::new(f.running.via(via));
+        let refused = client.echo(echo("hi")).await.expect_err("no token");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{via}: {refused:?}");
+        assert_eq!(refused.message(), "no token", "{via}");
+        let admitted = client.echo(with_token(echo("hi"))).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        assert_eq!(admitted.get_ref().text, "hi", "{via}");
+        assert_eq!(admitted.extensions().get::<Transport>(), Some(&via.transport()), "{via}");
+    }
+    f.running.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_layer_adds_response_metadata_that_reaches_the_client_on_every_transport() {
+    let f = start().await;
+    for via in VIAS {
+        let mut client = KindsClient::new(f.running.via(via));
+        let unary = client.echo(with_token(echo("hi"))).await.unwrap();
+        assert_eq!(unary.metadata().get("x-layer").map(|v| v.to_str().unwrap()), Some("seen"), "{via} unary");
+        let stream = client.count(with_token(CountRequest { count: 3 })).await.unwrap();
+        assert_eq!(stream.metadata().get("x-layer").map(|v| v.to_str().unwrap()), Some("seen"), "{via} stream");
+        let items: Vec<_> = stream.into_inner().collect().await;
+        assert_eq!(items.len(), 3, "{via}: the body passes the layer untouched");
+    }
+    f.running.stop().await;
+}
+
+#[tokio::test]
+async fn extensions_an_interceptor_adds_reach_the_handler_on_every_transport() {
+    let f = start().await;
+    for via in VIAS {
+        let mut client = KindsClient::new(f.running.via(via));
+        let reply = client.echo(with_token(echo("tag"))).await.unwrap();
+        assert_eq!(reply.get_ref().text, r#"Some(Tag("from-interceptor"))"#, "{via}");
+    }
+    f.running.stop().await;
+}
+
+#[tokio::test]
+async fn the_interceptor_sees_path_transport_peer_and_deadline_alike_on_both_transports() {
+    let f = start().await;
+    let client_id = f.running.connector.endpoint().id();
+    for via in VIAS {
+        f.seen.lock().unwrap().clear();
+        let mut client = KindsClient::new(f.running.via(via));
+        let mut req = with_token(echo("hi"));
+        req.set_timeout(Duration::from_secs(7));
+        client.echo(req).await.unwrap();
+        let seen = f.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{via}: one call, one interception: {seen:?}");
+        let seen = &seen[0];
+        assert_eq!(seen.path, "/matrix.v1.Kinds/Echo", "{via}");
+        assert_eq!(seen.transport, Some(via.transport()), "{via}");
+        match via.transport() {
+            Transport::Grpc => assert!(matches!(seen.peer, Peer::Grpc(Some(a)) if a.ip().is_loopback()), "{seen:?}"),
+            Transport::Iroh => assert_eq!(seen.peer, Peer::Iroh(client_id), "{via}"),
+        }
+        let timeout = seen.timeout.expect("the deadline travels");
+        assert!(timeout <= Duration::from_secs(7) && timeout > Duration::from_secs(6), "{via}: {timeout:?}");
+    }
+    f.running.stop().await;
+}
+
+/// A client layer that counts the calls it sees and the transport that answered each.
+#[derive(Clone)]
+struct Count(CallService, Arc<Mutex<Vec<Option<Transport>>>>);
+
+impl tower::Service<Request<()>> for Count {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxCallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        assert_eq!(req.extensions().get::<Tag>(), Some(&Tag("client".into())), "the interceptor ran first");
+        let call = self.0.call(req);
+        let log = self.1.clone();
+        Box::pin(async move {
+            let resp = call.await;
+            log.lock().unwrap().push(resp.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied()));
+            resp
+        })
+    }
+}
+
+#[tokio::test]
+async fn client_middleware_runs_once_per_call_on_every_transport_and_once_across_a_dual_fallback() {
+    let mut f = start().await;
+    let intercepted = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(Mutex::new(vec![]));
+    let channel = |via: Via| {
+        let n = intercepted.clone();
+        let log = answered.clone();
+        f.running
+            .via(via)
+            .interceptor(move |mut req: Request<()>| {
+                n.fetch_add(1, Ordering::SeqCst);
+                req.metadata_mut().insert("x-token", TOKEN.parse().unwrap());
+                req.extensions_mut().insert(Tag("client".into()));
+                Ok(req)
+            })
+            .layer(tower::layer::layer_fn(move |inner| Count(inner, log.clone())))
+    };
+    for via in VIAS {
+        intercepted.store(0, Ordering::SeqCst);
+        answered.lock().unwrap().clear();
+        let mut client = KindsClient::new(channel(via));
+        // The server's interceptor admits the call only with the token the client's added.
+        client.echo(echo("a")).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        let stream = client.count(CountRequest { count: 2 }).await.unwrap();
+        assert_eq!(stream.into_inner().collect::<Vec<_>>().await.len(), 2);
+        assert_eq!(intercepted.load(Ordering::SeqCst), 2, "{via}");
+        assert_eq!(*answered.lock().unwrap(), vec![Some(via.transport()); 2], "{via}");
+    }
+
+    // Iroh goes away: a Dual call falls back to gRPC, and its middleware still runs once.
+    let dual = KindsClient::new(channel(Via::Dual)).with_default_timeout(Duration::from_secs(5));
+    f.running.server.stop_iroh().await;
+    intercepted.store(0, Ordering::SeqCst);
+    answered.lock().unwrap().clear();
+    for _ in 0..3 {
+        let reply = dual.clone().echo(echo("b")).await.expect("falls back to gRPC");
+        assert_eq!(reply.extensions().get::<Transport>(), Some(&Transport::Grpc));
+    }
+    assert_eq!(intercepted.load(Ordering::SeqCst), 3, "once per call, not per attempt");
+    assert_eq!(*answered.lock().unwrap(), vec![Some(Transport::Grpc); 3]);
+    f.running.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_interceptor_refusing_sends_nothing() {
+    let f = start().await;
+    for via in VIAS {
+        f.seen.lock().unwrap().clear();
+        let channel = f.running.via(via).interceptor(|_| Err(Status::permission_denied("client says no")));
+        let refused = KindsClient::new(channel).echo(with_token(echo("x"))).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::PermissionDenied, "{via}");
+        assert!(f.seen.lock().unwrap().is_empty(), "{via}: the server saw nothing");
+    }
+    f.running.stop().await;
+}
+
+/// One Prometheus recorder per test process, with histogram buckets for duet's durations.
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &duet::metrics::DURATION_BUCKETS)
+            .unwrap()
+            .install_recorder()
+            .expect("first recorder")
+    })
+}
+
+/// The value of the first sample line starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_server_records_the_calls_it_serves_as_histograms_by_transport_and_code() {
+    let metrics = metrics();
+    let f = start().await;
+    for via in [Via::Grpc, Via::Iroh] {
+        let mut client = KindsClient::new(f.running.via(via));
+        for _ in 0..3 {
+            client.echo(with_token(echo("m"))).await.unwrap();
+        }
+        client.echo(echo("no token")).await.unwrap_err();
+    }
+    let text = metrics.render();
+    for transport in ["grpc", "iroh"] {
+        let ok = format!(
+            r#"duet_server_rpc_duration_seconds_count{{service="kinds",method="Echo",transport="{transport}",code="Ok"}}"#
+        );
+        assert!(sample(&text, &ok).unwrap_or(0.0) >= 3.0, "{transport}: {ok} in\n{text}");
+        let refused = format!(
+            r#"duet_server_rpc_duration_seconds_count{{service="kinds",method="Echo",transport="{transport}",code="Unauthenticated"}}"#
+        );
+        assert!(sample(&text, &refused).unwrap_or(0.0) >= 1.0, "{transport}: {refused}");
+        let bucket = format!(
+            r#"duet_server_rpc_duration_seconds_bucket{{service="kinds",method="Echo",transport="{transport}",code="Ok",le="+Inf"}}"#
+        );
+        assert!(sample(&text, &bucket).is_some(), "a real histogram, with buckets: {bucket}");
+    }
+    // Other tests of this process call the same service: wait for the gauge to settle at zero.
+    for transport in ["grpc", "iroh"] {
+        let in_flight = format!(r#"duet_server_calls_in_flight{{service="kinds",transport="{transport}"}}"#);
+        let mut value = None;
+        for _ in 0..100 {
+            value = sample(&metrics.render(), &in_flight);
+            if value == Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(value, Some(0.0), "{transport}: every call ended");
+    }
+    let client_side =
+        r#"duet_rpc_duration_seconds_bucket{service="kinds",method="Echo",transport="iroh",code="Ok",le="+Inf"}"#;
+    assert!(sample(&text, client_side).is_some(), "the client's durations are a histogram too");
+    f.running.stop().await;
+}
+
+/// Records the `trace_id` every span records, by span name.
+#[derive(Clone, Default)]
+struct TraceIds(Arc<Mutex<HashMap<&'static str, Vec<String>>>>);
+
+struct Visit<'a>(&'a mut Option<String>);
+
+impl tracing::field::Visit for Visit<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "trace_id" {
+            *self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for TraceIds
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut found = None;
+        values.record(&mut Visit(&mut found));
+        if let (Some(trace), Some(span)) = (found, ctx.span(id)) {
+            self.0.lock().unwrap().entry(span.name()).or_default().push(trace);
+        }
+    }
+}
+
+#[tokio::test]
+async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
+    let ids = TraceIds::default();
+    tracing::dispatcher::set_global_default(tracing::Dispatch::new(tracing_subscriber::registry().with(ids.clone())))
+        .expect("the only test in this binary that installs a subscriber");
+    let f = start().await;
+    for via in VIAS {
+        let mut client = KindsClient::new(f.running.via(via));
+        let reply = client.echo(with_token(echo("trace"))).await.unwrap();
+        let text = &reply.get_ref().text;
+        let trace = text
+            .strip_prefix("Some(\"")
+            .and_then(|t| t.strip_suffix("\")"))
+            .unwrap_or_else(|| panic!("{via}: the handler has no trace context: {text}"));
+        assert_eq!(trace.len(), 32, "{via}: {trace}");
+        let ids = ids.0.lock().unwrap();
+        let on = |span: &str| ids.get(span).is_some_and(|v| v.iter().any(|t| t == trace));
+        assert!(on("duet.call"), "{via}: the client span carries trace {trace}: {ids:?}");
+        assert!(on("duet.serve"), "{via}: the server span carries trace {trace}: {ids:?}");
+    }
+
+    // A traceparent the caller set itself (an OpenTelemetry propagator's, say) is sent as it is.
+    let mut client = KindsClient::new(f.running.via(Via::Iroh));
+    let mut req = with_token(echo("trace"));
+    req.metadata_mut()
+        .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+    let reply = client.echo(req).await.unwrap();
+    assert_eq!(reply.get_ref().text, r#"Some("4bf92f3577b34da6a3ce929d0e0e4736")"#);
+    f.running.stop().await;
+}
