@@ -4,6 +4,7 @@
 pub mod bytes_field;
 mod channel;
 mod codec;
+pub mod compression;
 pub mod config;
 mod deadline;
 mod error;
@@ -28,6 +29,7 @@ pub mod well_known;
 
 pub use channel::{BreakerState, CallOptions, Channel, Transport};
 pub use codec::{Message, WireCodec};
+pub use compression::{Compression, CompressionEncoding};
 pub use config::{Config, ConfigError, Mode, RaftTransport, TransportConfig};
 pub use error::Error;
 pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};

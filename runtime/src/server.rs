@@ -37,8 +37,8 @@ pub trait Service: Send + Sync + 'static {
     fn config_name(&self) -> &str;
     /// The service's methods.
     fn methods(&self) -> &'static [crate::MethodDesc];
-    /// Adds the tonic service to a gRPC router, with the server's limits.
-    fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits);
+    /// Adds the tonic service to a gRPC router, with the server's limits and compression.
+    fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits, compression: &crate::Compression);
     /// The dispatcher for the Iroh wire; `None` for a service generated without Iroh stubs.
     fn iroh(&self) -> Option<Arc<dyn IrohService>>;
 }
@@ -79,6 +79,7 @@ pub struct Server {
     grace: Duration,
     max_concurrent_calls: u32,
     stack: Stack,
+    compression: crate::Compression,
 }
 
 impl Default for Server {
@@ -104,6 +105,7 @@ impl Server {
             grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             stack: Stack::default(),
+            compression: crate::Compression::default(),
         }
     }
 
@@ -163,6 +165,20 @@ impl Server {
     /// Largest response message sent, on both transports (default unlimited).
     pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
         self.limits.max_encoding_message_size = limit;
+        self
+    }
+
+    /// Compresses responses with `encoding`, on both transports, for clients that accept it (their
+    /// `grpc-accept-encoding` lists it); others get plain messages. As tonic's `send_compressed`.
+    pub fn send_compressed(mut self, encoding: crate::CompressionEncoding) -> Self {
+        self.compression = self.compression.send(encoding);
+        self
+    }
+
+    /// Accepts requests compressed with `encoding`, on both transports; a request compressed with
+    /// an encoding not accepted is refused `UNIMPLEMENTED`. As tonic's `accept_compressed`.
+    pub fn accept_compressed(mut self, encoding: crate::CompressionEncoding) -> Self {
+        self.compression = self.compression.accept(encoding);
         self
     }
 
@@ -342,7 +358,7 @@ impl Server {
             grpc_addr = Some(listener.local_addr()?);
             let mut routes = std::mem::take(&mut self.grpc_only);
             for s in &self.services {
-                s.add_grpc(&mut routes, &self.limits);
+                s.add_grpc(&mut routes, &self.limits, &self.compression);
             }
             let stop = CancellationToken::new();
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -372,6 +388,7 @@ impl Server {
             limits: self.limits,
             max_concurrent_calls: self.max_concurrent_calls,
             stack: self.stack.service().cloned(),
+            compression: self.compression,
             access: self.access,
             header_timeout: self.header_timeout,
             tracker,
@@ -399,6 +416,7 @@ pub struct ServerHandle {
     limits: Limits,
     max_concurrent_calls: u32,
     stack: Option<CallService>,
+    compression: crate::Compression,
     access: crate::iroh::AccessControl,
     header_timeout: Duration,
     tracker: TaskTracker,
@@ -448,6 +466,7 @@ impl ServerHandle {
             self.header_timeout,
             endpoint.id(),
             self.stack.clone(),
+            self.compression.clone(),
         );
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {

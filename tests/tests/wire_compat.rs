@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use bytes::Bytes;
-use duet::{Channel, Server, Transport};
+use duet::{Channel, CompressionEncoding, Server, Transport};
 use duet_tests::harness;
 use duet_tests::interop::TestServiceImpl;
 use duet_tests::pb::grpc::testing::test_service_client::TestServiceClient as TonicClient;
@@ -27,10 +27,41 @@ fn streaming_request(sizes: &[i32]) -> StreamingOutputCallRequest {
     }
 }
 
+/// A duet server that accepts gzip and zstd requests and answers in gzip to clients that accept it.
+fn gzip_server() -> Server {
+    Server::builder()
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Gzip)
+}
+
+#[tokio::test]
+async fn plain_tonic_client_with_gzip_calls_a_duet_server() {
+    let running = harness::serve(gzip_server().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
+    let uri = format!("http://{}", running.server.grpc_addr().unwrap());
+    let client = TonicClient::connect(uri).await.unwrap();
+    let mut client = client.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+    let resp = client
+        .unary_call(SimpleRequest { response_size: 314_159, payload: body(271_828), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(resp.metadata().get("grpc-encoding").unwrap(), "gzip", "the response came compressed");
+    assert_eq!(resp.into_inner().payload.unwrap().body.len(), 314_159);
+    let reqs = [27_182, 8, 1_828, 45_904].map(|n| StreamingInputCallRequest { payload: body(n) });
+    let resp = client.streaming_input_call(futures_util::stream::iter(reqs)).await.unwrap();
+    assert_eq!(resp.into_inner().aggregated_payload_size, 74_922);
+
+    // A client that accepts no compression gets plain messages.
+    let uri = format!("http://{}", running.server.grpc_addr().unwrap());
+    let mut plain = TonicClient::connect(uri).await.unwrap();
+    let resp = plain.unary_call(SimpleRequest { response_size: 10, ..Default::default() }).await.unwrap();
+    assert!(resp.metadata().get("grpc-encoding").is_none());
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn plain_tonic_client_calls_a_duet_server() {
-    let running =
-        harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
+    let running = harness::serve(gzip_server().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
     let uri = format!("http://{}", running.server.grpc_addr().unwrap());
     let mut client = TonicClient::connect(uri).await.unwrap();
 
@@ -66,8 +97,7 @@ async fn grpcio_client_calls_a_duet_server() {
         eprintln!("skipped: {python} has no grpcio; `.ci/run` installs it (pip install grpcio grpcio-tools)");
         return;
     }
-    let running =
-        harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
+    let running = harness::serve(gzip_server().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
     let target = running.server.grpc_addr().unwrap().to_string();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let output = tokio::process::Command::new(&python)

@@ -84,6 +84,20 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                 self
             }
 
+            /// Compresses requests with `encoding`, on both transports (as tonic's `send_compressed`);
+            /// a server that does not accept it refuses the call `UNIMPLEMENTED`.
+            pub fn send_compressed(mut self, encoding: ::duet::CompressionEncoding) -> Self {
+                self.options.compression = self.options.compression.send(encoding);
+                self
+            }
+
+            /// Accepts responses compressed with `encoding` and says so in `grpc-accept-encoding`, on
+            /// both transports (as tonic's `accept_compressed`).
+            pub fn accept_compressed(mut self, encoding: ::duet::CompressionEncoding) -> Self {
+                self.options.compression = self.options.compression.accept(encoding);
+                self
+            }
+
             /// The channel calls go through.
             pub fn channel(&self) -> &::duet::Channel {
                 &self.channel

@@ -15,12 +15,22 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let config_name = &s.config_name;
 
     let grpc = quote! {
-        fn add_grpc(&self, routes: &mut ::duet::__codegen::tonic::service::RoutesBuilder, limits: &::duet::Limits) {
-            routes.add_service(
-                #tonic_mod::#server::from_arc(::std::sync::Arc::new(#tonic_adapter(self.inner.clone())))
-                    .max_decoding_message_size(limits.max_decoding_message_size)
-                    .max_encoding_message_size(limits.max_encoding_message_size),
-            );
+        fn add_grpc(
+            &self,
+            routes: &mut ::duet::__codegen::tonic::service::RoutesBuilder,
+            limits: &::duet::Limits,
+            compression: &::duet::Compression,
+        ) {
+            let mut service = #tonic_mod::#server::from_arc(::std::sync::Arc::new(#tonic_adapter(self.inner.clone())))
+                .max_decoding_message_size(limits.max_decoding_message_size)
+                .max_encoding_message_size(limits.max_encoding_message_size);
+            if let ::core::option::Option::Some(encoding) = compression.sends() {
+                service = service.send_compressed(encoding);
+            }
+            for encoding in compression.accepted() {
+                service = service.accept_compressed(*encoding);
+            }
+            routes.add_service(service);
         }
     };
 

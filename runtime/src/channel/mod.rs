@@ -56,6 +56,9 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// Message size limits.
     pub limits: Limits,
+    /// Message compression, as tonic's `send_compressed` and `accept_compressed` (see
+    /// [`crate::Compression`]).
+    pub compression: crate::Compression,
 }
 
 /// A client's way to a peer: over gRPC, over Iroh, or both (Dual) with the migration strategy choosing

@@ -22,6 +22,12 @@ where
     let mut grpc = Grpc::new(channel)
         .max_decoding_message_size(opts.limits.max_decoding_message_size)
         .max_encoding_message_size(opts.limits.max_encoding_message_size);
+    if let Some(encoding) = opts.compression.sends() {
+        grpc = grpc.send_compressed(encoding);
+    }
+    for encoding in opts.compression.accepted() {
+        grpc = grpc.accept_compressed(*encoding);
+    }
     grpc.ready().await.map_err(|e| Status::unavailable(format!("gRPC channel not ready: {}", e.into())))?;
     Ok(grpc)
 }

@@ -19,6 +19,7 @@ use super::send::FrameSender;
 use super::wire::{RequestHeader, ResponseHeader};
 use crate::channel::CallOptions;
 use crate::codec::{Message, WireCodec};
+use crate::compression::{Compression, CompressionEncoding};
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
 use crate::{Request, Response, Status, Streaming, Transport, deadline, metadata_wire};
@@ -57,7 +58,8 @@ pub(crate) async fn open_stream(conn: &Connection) -> Result<(SendStream, RecvSt
 }
 
 enum Head {
-    Headers(MetadataMap),
+    /// Response metadata, and the encoding of the response's compressed messages.
+    Headers(MetadataMap, Option<CompressionEncoding>),
     /// A response with no messages: the status it ended with (OK or not).
     TrailersOnly(Status),
 }
@@ -65,10 +67,11 @@ enum Head {
 async fn start(
     (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
-    md: MetadataMap,
+    mut md: MetadataMap,
     timeout: Option<Duration>,
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Failure> {
+    opts.compression.mark_request(&mut md);
     let mut send = FrameSender::new(send);
     send.header(FrameKind::RequestHeader, &request_header(desc, md, timeout), false).await.map_err(Failure::Lost)?;
     Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
@@ -88,33 +91,38 @@ fn request_header(desc: &MethodDesc, md: MetadataMap, timeout: Option<Duration>)
 async fn send_whole_request<Req: Message>(
     (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
-    md: MetadataMap,
+    mut md: MetadataMap,
     timeout: Option<Duration>,
     opts: &CallOptions,
     msg: &Req,
 ) -> Result<(FrameSender, Frames), Failure> {
+    opts.compression.mark_request(&mut md);
     let mut request = FrameBuf::new();
     request.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
     // Refused before anything is written: the server sees at most an empty stream, which it ignores.
-    request.message(desc.codec, msg, opts.limits.max_encoding_message_size).map_err(Failure::Answered)?;
+    request
+        .message_as(desc.codec, opts.compression.sends(), msg, opts.limits.max_encoding_message_size)
+        .map_err(Failure::Answered)?;
     let mut send = FrameSender::new(send);
     let mut frames = recv::frames(recv, opts.limits.max_decoding_message_size);
     match send.write(request, true).await {
         Ok(()) => Ok((send, frames)),
         // As for a message that could not be written: the server may have refused the call already.
-        Err(status) => match read_head(&mut frames).await {
+        Err(status) => match read_head(&mut frames, &opts.compression).await {
             Ok(Head::TrailersOnly(answer)) => Err(Failure::Answered(answer)),
             _ => Err(Failure::NotSent(status)),
         },
     }
 }
 
-async fn read_head(frames: &mut Frames) -> Result<Head, Failure> {
+async fn read_head(frames: &mut Frames, compression: &Compression) -> Result<Head, Failure> {
     match frames.next().await {
         Some(Ok(Frame { kind: FrameKind::ResponseHeader, body })) => {
             let header: ResponseHeader = postcard::from_bytes(&body)
                 .map_err(|e| Failure::Answered(Status::internal(format!("malformed response header: {e}"))))?;
-            Ok(Head::Headers(metadata_wire::from_wire(header.metadata).map_err(Failure::Answered)?))
+            let md = metadata_wire::from_wire(header.metadata).map_err(Failure::Answered)?;
+            let encoding = compression.incoming(&md).map_err(Failure::Answered)?;
+            Ok(Head::Headers(md, encoding))
         }
         Some(Ok(Frame { kind: FrameKind::Trailer, body })) => Ok(Head::TrailersOnly(super::parse_trailer(&body))),
         Some(Ok(Frame { kind, .. })) => Err(Failure::Answered(super::unexpected(kind))),
@@ -130,9 +138,13 @@ fn response_extensions() -> Extensions {
 }
 
 /// Reads the single response message and the trailer that follows it.
-async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Result<Response<Resp>, Failure> {
-    let mut md = match read_head(&mut frames).await? {
-        Head::Headers(md) => md,
+async fn read_single<Resp: Message>(
+    mut frames: Frames,
+    codec: WireCodec,
+    compression: &Compression,
+) -> Result<Response<Resp>, Failure> {
+    let (mut md, encoding) = match read_head(&mut frames, compression).await? {
+        Head::Headers(md, encoding) => (md, encoding),
         Head::TrailersOnly(status) if status.code() == tonic::Code::Ok => {
             return Err(Failure::Answered(Status::internal("Missing response message.")));
         }
@@ -141,8 +153,11 @@ async fn read_single<Resp: Message>(mut frames: Frames, codec: WireCodec) -> Res
     let mut msg = None;
     loop {
         match frames.next().await {
-            Some(Ok(Frame { kind: FrameKind::Message, body })) if msg.is_none() => {
-                msg = Some(codec.decode_shared(&body).map_err(Failure::Answered)?);
+            Some(Ok(Frame { kind: kind @ (FrameKind::Message | FrameKind::CompressedMessage), body }))
+                if msg.is_none() =>
+            {
+                let limit = frames.decoder().max_message();
+                msg = Some(recv::decode_message(codec, encoding, kind, &body, limit).map_err(Failure::Answered)?);
             }
             Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
                 let status = super::parse_trailer(&body);
@@ -174,8 +189,9 @@ fn streaming_response<Resp: Message>(
     writer: Option<AbortOnDrop>,
 ) -> Result<Response<Streaming<Resp>>, Failure> {
     match head {
-        Head::Headers(md) => {
-            let mut stream = Streaming::from_iroh(IrohStream::new(frames, codec, Role::Client)).with_deadline(deadline);
+        Head::Headers(md, encoding) => {
+            let stream = IrohStream::new(frames, codec, Role::Client).compressed(encoding);
+            let mut stream = Streaming::from_iroh(stream).with_deadline(deadline);
             if let Some(w) = writer {
                 stream = stream.with_guard(CallGuard::Abort(w));
             }
@@ -202,11 +218,12 @@ async fn pump<Req: Message>(
     mut send: FrameSender,
     stream: impl Stream<Item = Req>,
     codec: WireCodec,
+    compression: Option<CompressionEncoding>,
     limit: usize,
 ) -> Result<(), Status> {
     let mut stream = std::pin::pin!(stream);
     while let Some(msg) = stream.next().await {
-        send.message(codec, &msg, limit).await?;
+        send.message(codec, compression, &msg, limit).await?;
     }
     send.finish();
     Ok(())
@@ -222,7 +239,7 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
         let (_send, frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
-        read_single(frames, desc.codec).await
+        read_single(frames, desc.codec, &opts.compression).await
     })
     .await
 }
@@ -238,7 +255,7 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     within(timeout, async {
         let (_send, mut frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
-        let head = read_head(&mut frames).await?;
+        let head = read_head(&mut frames, &opts.compression).await?;
         streaming_response(head, frames, desc.codec, deadline, None)
     })
     .await
@@ -259,8 +276,8 @@ where
     let timeout = deadline::effective(&md, opts.timeout);
     within(timeout, async {
         let (send, frames) = start(stream, desc, md, timeout, opts).await?;
-        let writer = pump(send, requests, desc.codec, opts.limits.max_encoding_message_size);
-        let reader = read_single(frames, desc.codec);
+        let writer = pump(send, requests, desc.codec, opts.compression.sends(), opts.limits.max_encoding_message_size);
+        let reader = read_single(frames, desc.codec, &opts.compression);
         tokio::pin!(writer, reader);
         let mut writing = true;
         loop {
@@ -297,15 +314,16 @@ where
     let timeout = deadline::effective(&md, opts.timeout);
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let limit = opts.limits.max_encoding_message_size;
+    let compression = opts.compression.sends();
     within(timeout, async {
         let (send, mut frames) = start(stream, desc, md, timeout, opts).await?;
         let task = tokio::spawn(async move {
-            if let Err(status) = pump(send, requests, desc.codec, limit).await {
+            if let Err(status) = pump(send, requests, desc.codec, compression, limit).await {
                 tracing::debug!(%status, "request stream ended early");
             }
         });
         let writer = AbortOnDrop(task.abort_handle());
-        let head = read_head(&mut frames).await?;
+        let head = read_head(&mut frames, &opts.compression).await?;
         streaming_response(head, frames, desc.codec, deadline, Some(writer))
     })
     .await

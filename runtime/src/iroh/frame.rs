@@ -24,6 +24,9 @@ pub enum FrameKind {
     ResponseHeader = 3,
     /// Server → client, last: status code, message, details, trailing metadata.
     Trailer = 4,
+    /// One encoded message, compressed with the encoding its sender named in `grpc-encoding`
+    /// (the request header's metadata, or the response header's), either direction.
+    CompressedMessage = 5,
 }
 
 impl FrameKind {
@@ -33,6 +36,7 @@ impl FrameKind {
             2 => Self::Message,
             3 => Self::ResponseHeader,
             4 => Self::Trailer,
+            5 => Self::CompressedMessage,
             _ => return None,
         })
     }
@@ -60,7 +64,7 @@ pub enum FrameError {
         /// The limit in force.
         limit: usize,
     },
-    /// The kind byte is not one of the four kinds.
+    /// The kind byte is not one of the five kinds.
     #[error("unknown frame kind {0:#04x}")]
     UnknownKind(u8),
     /// The length prefix is not a valid varint of at most 64 bits.
@@ -99,6 +103,11 @@ impl FrameDecoder {
     pub fn new(max_message: usize) -> Self {
         Self { max_message }
     }
+
+    /// The largest message frame this decoder accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
 }
 
 /// Reads a LEB128 varint; `Ok(None)` when more bytes are needed.
@@ -125,7 +134,7 @@ impl Decoder for FrameDecoder {
         let Some(&kind_byte) = src.get(prefix) else { return Ok(None) };
         let kind = FrameKind::from_byte(kind_byte).ok_or(FrameError::UnknownKind(kind_byte))?;
         let limit = match kind {
-            FrameKind::Message => self.max_message,
+            FrameKind::Message | FrameKind::CompressedMessage => self.max_message,
             _ => MAX_HEADER_FRAME,
         };
         // A claim this machine cannot even address is too large whatever limit was configured

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::frame::{FrameKind, put_prefix};
 use crate::Status;
 use crate::codec::{Message, WireCodec, encode_failed};
+use crate::compression::CompressionEncoding;
 
 /// Room for the frames of a small call; a larger message reserves what it needs.
 const SMALL: usize = 256;
@@ -102,6 +103,23 @@ impl FrameBuf {
             // Cannot fail: the buffer grows as needed.
             WireCodec::Protobuf => msg.encode_raw(&mut self.buf),
         }
+        Ok(())
+    }
+
+    /// Appends a message frame as [`FrameBuf::message`] does, compressed with `compression` if it
+    /// names an encoding (the limit applies to the message before compression).
+    pub fn message_as<T: Message>(
+        &mut self,
+        codec: WireCodec,
+        compression: Option<CompressionEncoding>,
+        msg: &T,
+        limit: usize,
+    ) -> Result<(), Status> {
+        let Some(encoding) = compression else { return self.message(codec, msg, limit) };
+        let packed = crate::compression::compress(encoding, &codec.encode(msg, limit)?)?;
+        put_prefix(&mut self.buf, FrameKind::CompressedMessage, packed.len());
+        self.buf.reserve(packed.len() + AFTER_MESSAGE);
+        self.buf.extend_from_slice(&packed);
         Ok(())
     }
 

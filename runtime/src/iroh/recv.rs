@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::Stream;
 use iroh::endpoint::RecvStream;
 use tokio::task::AbortHandle;
@@ -13,6 +14,7 @@ use tonic::metadata::MetadataMap;
 use super::frame::{Frame, FrameDecoder, FrameKind};
 use crate::Status;
 use crate::codec::{Message, WireCodec};
+use crate::compression::CompressionEncoding;
 
 pub(crate) type Frames = FramedRead<RecvStream, FrameDecoder>;
 
@@ -48,9 +50,31 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Decodes a message frame's body, decompressing it first (within `limit`) if it is a compressed
+/// one; a compressed frame on a call that named no encoding is a protocol error.
+pub(crate) fn decode_message<T: Message>(
+    codec: WireCodec,
+    compression: Option<CompressionEncoding>,
+    kind: FrameKind,
+    body: &Bytes,
+    limit: usize,
+) -> Result<T, Status> {
+    match (kind, compression) {
+        (FrameKind::CompressedMessage, Some(encoding)) => {
+            codec.decode_shared(&crate::compression::decompress(encoding, body, limit)?)
+        }
+        (FrameKind::CompressedMessage, None) => {
+            Err(Status::internal("protocol error: a compressed message on a call that named no grpc-encoding"))
+        }
+        _ => codec.decode_shared(body),
+    }
+}
+
 pub(crate) struct IrohStream<T> {
     frames: Frames,
     codec: WireCodec,
+    compression: Option<CompressionEncoding>,
+    limit: usize,
     role: Role,
     done: bool,
     trailers: Option<MetadataMap>,
@@ -59,7 +83,14 @@ pub(crate) struct IrohStream<T> {
 
 impl<T> IrohStream<T> {
     pub fn new(frames: Frames, codec: WireCodec, role: Role) -> Self {
-        Self { frames, codec, role, done: false, trailers: None, _msg: PhantomData }
+        let limit = frames.decoder().max_message();
+        Self { frames, codec, compression: None, limit, role, done: false, trailers: None, _msg: PhantomData }
+    }
+
+    /// Decompresses compressed message frames with `encoding`.
+    pub fn compressed(mut self, encoding: Option<CompressionEncoding>) -> Self {
+        self.compression = encoding;
+        self
     }
 
     pub fn take_trailers(&mut self) -> Option<MetadataMap> {
@@ -71,8 +102,8 @@ impl<T> IrohStream<T> {
         T: Message,
     {
         match (frame.kind, self.role) {
-            (FrameKind::Message, _) => {
-                let decoded = self.codec.decode_shared(&frame.body);
+            (FrameKind::Message | FrameKind::CompressedMessage, _) => {
+                let decoded = decode_message(self.codec, self.compression, frame.kind, &frame.body, self.limit);
                 self.done = decoded.is_err();
                 Some(decoded)
             }

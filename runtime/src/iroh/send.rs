@@ -49,9 +49,15 @@ impl FrameSender {
         Ok(())
     }
 
-    pub async fn message<T: Message>(&mut self, codec: WireCodec, msg: &T, limit: usize) -> Result<(), Status> {
+    pub async fn message<T: Message>(
+        &mut self,
+        codec: WireCodec,
+        compression: Option<crate::compression::CompressionEncoding>,
+        msg: &T,
+        limit: usize,
+    ) -> Result<(), Status> {
         let mut frames = FrameBuf::new();
-        frames.message(codec, msg, limit)?;
+        frames.message_as(codec, compression, msg, limit)?;
         self.write(frames, false).await
     }
 

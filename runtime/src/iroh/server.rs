@@ -26,6 +26,7 @@ use super::send::FrameSender;
 use super::wire::{RequestHeader, ResponseHeader};
 use super::{ok_trailer, trailer_from_status};
 use crate::codec::{Message, WireCodec};
+use crate::compression::{Compression, CompressionEncoding};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
 use crate::middleware::{CallInfo, CallService};
@@ -98,6 +99,10 @@ pub struct ServerCall {
     header_timeout: Duration,
     drained: CancellationToken,
     stack: Option<CallService>,
+    /// The encoding of the request's compressed messages (its `grpc-encoding`).
+    inbound: Option<CompressionEncoding>,
+    /// The encoding the response is compressed with, if the client accepts the server's.
+    outbound: Option<CompressionEncoding>,
 }
 
 impl fmt::Debug for ServerCall {
@@ -179,14 +184,20 @@ enum Outcome {
 
 /// Reads the single request message of a unary or server-streaming call. A peer that sends a header
 /// and then nothing is cut off after the header timeout, so it cannot hold a handler slot for ever.
-async fn read_one<T: Message>(frames: &mut Frames, codec: WireCodec, wait: Duration) -> Result<T, Status> {
+async fn read_one<T: Message>(
+    frames: &mut Frames,
+    codec: WireCodec,
+    compression: Option<CompressionEncoding>,
+    wait: Duration,
+) -> Result<T, Status> {
     let next = tokio::time::timeout(wait, frames.next())
         .await
         .map_err(|_| Status::deadline_exceeded("no request message received in time"))?;
     match next {
-        Some(Ok(Frame { kind: FrameKind::Message, body })) => {
+        Some(Ok(Frame { kind: kind @ (FrameKind::Message | FrameKind::CompressedMessage), body })) => {
             recv::read_end_if_there(frames);
-            codec.decode_shared(&body)
+            let limit = frames.decoder().max_message();
+            recv::decode_message(codec, compression, kind, &body, limit)
         }
         Some(Ok(Frame { kind, .. })) => Err(super::unexpected(kind)),
         Some(Err(e)) => Err(e.to_status()),
@@ -203,9 +214,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
-        let wait = self.header_timeout;
+        let (wait, inbound) = (self.header_timeout, self.inbound);
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, inbound, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::One)
         })
     }
@@ -218,9 +229,9 @@ impl ServerCall {
         F: FnOnce(Request<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
     {
-        let wait = self.header_timeout;
+        let (wait, inbound) = (self.header_timeout, self.inbound);
         self.run(desc, move |mut frames, md, ext| async move {
-            let msg = read_one::<Req>(&mut frames, desc.codec, wait).await?;
+            let msg = read_one::<Req>(&mut frames, desc.codec, inbound, wait).await?;
             handler(Request::from_parts(md, ext, msg)).await.map(Reply::Many)
         })
     }
@@ -233,8 +244,9 @@ impl ServerCall {
         F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
+        let inbound = self.inbound;
         self.run(desc, move |frames, md, ext| async move {
-            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server));
+            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server).compressed(inbound));
             handler(Request::from_parts(md, ext, stream)).await.map(Reply::One)
         })
     }
@@ -247,8 +259,9 @@ impl ServerCall {
         F: FnOnce(Request<Streaming<Req>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Response<BoxStream<Resp>>, Status>> + Send + 'static,
     {
+        let inbound = self.inbound;
         self.run(desc, move |frames, md, ext| async move {
-            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server));
+            let stream = Streaming::from_iroh(IrohStream::new(frames, desc.codec, Role::Server).compressed(inbound));
             handler(Request::from_parts(md, ext, stream)).await.map(Reply::Many)
         })
     }
@@ -268,7 +281,9 @@ impl ServerCall {
         Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
         Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
     {
-        let ServerCall { metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, stack, .. } = self;
+        let ServerCall {
+            metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, stack, outbound, ..
+        } = self;
         let served = Served::start(desc.config_name.into(), desc.method.into(), Transport::Iroh);
         let mut ext = Extensions::new();
         ext.insert(IrohPeer(peer));
@@ -301,7 +316,7 @@ impl ServerCall {
             };
             let stopped = send.stream().stopped();
             let outcome = {
-                let respond = respond(work, &mut send, desc.codec, limits.max_encoding_message_size);
+                let respond = respond(work, &mut send, desc.codec, outbound, limits.max_encoding_message_size);
                 tokio::pin!(respond);
                 let deadline = async {
                     match timeout {
@@ -351,6 +366,7 @@ async fn respond<Resp: Message>(
     work: impl Future<Output = Result<Reply<Resp>, Status>>,
     send: &mut FrameSender,
     codec: WireCodec,
+    compression: Option<CompressionEncoding>,
     limit: usize,
 ) -> tonic::Code {
     let reply = match work.await {
@@ -366,8 +382,8 @@ async fn respond<Resp: Message>(
             let (md, msg, mut ext) = response.into_parts();
             let trailer = success_trailer(&mut ext);
             let mut reply = FrameBuf::new();
-            reply.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) });
-            match reply.message(codec, &msg, limit) {
+            reply.header(FrameKind::ResponseHeader, &response_header(md, compression));
+            match reply.message_as(codec, compression, &msg, limit) {
                 Err(status) => {
                     code = status.code();
                     send.trailer(&trailer_from_status(&status)).await
@@ -382,12 +398,11 @@ async fn respond<Resp: Message>(
             let (md, mut stream, mut ext) = response.into_parts();
             let trailer = success_trailer(&mut ext);
             async {
-                send.header(FrameKind::ResponseHeader, &ResponseHeader { metadata: metadata_wire::to_wire(md) }, false)
-                    .await?;
+                send.header(FrameKind::ResponseHeader, &response_header(md, compression), false).await?;
                 while let Some(item) = stream.next().await {
                     let mut frame = FrameBuf::new();
                     let encoded = match item {
-                        Ok(msg) => frame.message(codec, &msg, limit),
+                        Ok(msg) => frame.message_as(codec, compression, &msg, limit),
                         Err(status) => Err(status),
                     };
                     if let Err(status) = encoded {
@@ -406,6 +421,14 @@ async fn respond<Resp: Message>(
         code = e.code();
     }
     code
+}
+
+/// The response header, naming the encoding of the response's compressed messages.
+fn response_header(mut md: MetadataMap, compression: Option<CompressionEncoding>) -> ResponseHeader {
+    if let Some(encoding) = compression {
+        md.insert(crate::compression::ENCODING, crate::compression::name(encoding).parse().expect("ASCII name"));
+    }
+    ResponseHeader { metadata: metadata_wire::to_wire(md) }
 }
 
 fn success_trailer(ext: &mut Extensions) -> super::wire::Trailer {
@@ -428,6 +451,7 @@ pub(crate) struct Registry {
     access: AccessControl,
     header_timeout: Duration,
     stack: Option<CallService>,
+    compression: Compression,
 }
 
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
@@ -455,6 +479,7 @@ impl DuetProtocol {
         header_timeout: Duration,
         local: EndpointId,
         stack: Option<CallService>,
+        compression: Compression,
     ) -> Self {
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
@@ -469,6 +494,7 @@ impl DuetProtocol {
             access,
             header_timeout,
             stack,
+            compression,
         };
         Self { registry: Arc::new(registry), local }
     }
@@ -567,6 +593,13 @@ impl Registry {
                 return;
             }
         };
+        let (inbound, outbound) = match self.compression.incoming(&metadata) {
+            Ok(inbound) => (inbound, self.compression.response_encoding(&metadata)),
+            Err(status) => {
+                let _ = send.trailer(&trailer_from_status(&status)).await;
+                return;
+            }
+        };
         let service = split_path(&path).and_then(|(s, m)| Some((self.services.get(s)?, m)));
         let Some((service, method)) = service else {
             let status = Status::unimplemented(format!("unknown service or malformed path {path:?}"));
@@ -591,6 +624,8 @@ impl Registry {
             header_timeout: self.header_timeout,
             drained: self.drained.clone(),
             stack: self.stack.clone(),
+            inbound,
+            outbound,
         };
         service.call(method, call).await;
     }
