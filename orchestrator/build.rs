@@ -11,7 +11,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out.join("orchestrator_descriptor.bin"))
         .compile(
             &[
-                "grpc/health/v1/health.proto",
                 "orchestrator/v1/cluster.proto",
                 "orchestrator/v1/vm.proto",
                 "orchestrator/v1/image.proto",

@@ -10,14 +10,14 @@ use futures_util::StreamExt;
 use crate::client::{NodeChannel, Via};
 use crate::cluster::Cluster;
 use crate::images::{Image, hex};
-use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
-use crate::pb::grpc::health::v1::{HealthCheckRequest, HealthClient};
 use crate::pb::orchestrator::v1::{
     ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetMetricsRequest, GetRaftStatusRequest, ImageInfo,
     ImageServiceClient, ListVmsRequest, MonitoringClient, PullImageRequest, Vm, VmRef, VmServiceClient, VmState,
     WatchVmEventsRequest,
 };
 use crate::state::NodeId;
+use duet_health::pb::health_check_response::ServingStatus;
+use duet_health::pb::{HealthCheckRequest, HealthClient};
 
 /// Why the demo failed: the step and what went wrong.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,6 @@ use duet::iroh::Connector;
 use duet::{Mode, PeerAddr, Server, ServerHandle, Status, Transport};
 use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backend::{SimBackend, VmBackend};
@@ -18,17 +17,15 @@ use crate::calls::CallLog;
 use crate::config::NodeConfig;
 use crate::ctx::Ctx;
 use crate::images::ImageStore;
-use crate::pb::grpc::health::v1::HealthServer;
-use crate::pb::grpc::health::v1::health_check_response::ServingStatus;
 use crate::pb::orchestrator::v1::{
     ClusterStatusClient, ClusterStatusServer, ImageServiceServer, JoinClusterRequest, MonitoringServer, RaftPayload,
     RaftServiceClient, RaftServiceServer, VmServiceServer,
 };
 use crate::raft::{Applied, LogStore, Member, Raft, RaftRpc, RaftSender, StateMachineStore};
-use crate::services::{
-    ClusterStatusService, HealthService, ImageServiceImpl, MonitoringService, RaftServiceImpl, VmServiceImpl,
-};
+use crate::services::{ClusterStatusService, ImageServiceImpl, MonitoringService, RaftServiceImpl, VmServiceImpl};
 use crate::state::{NodeId, Outcome, VmRecord, VmState};
+use duet_health::HealthReporter;
+use duet_health::pb::health_check_response::ServingStatus;
 
 /// Deadline of a call to a peer (Raft RPCs use openraft's own, shorter, per-RPC deadlines).
 pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -302,25 +299,37 @@ impl Node {
             rpc_timeout: PEER_RPC_TIMEOUT,
         });
 
-        let (health_tx, health_rx) = watch::channel(ServingStatus::NotServing);
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| NodeError::Raft(format!("reflection: {e}")))?;
+        let (health, health_service) = duet_health::health_reporter();
+        for service in std::iter::once("").chain(SERVICES) {
+            health.set_not_serving(service);
+        }
+        // Both reflection versions: grpcurl speaks v1, Python grpcio's reflection client v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(duet_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e: tonic_reflection::server::Error| NodeError::Raft(format!("reflection: {e}"));
+        let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
         let mut server = Server::from_config(&transport)?;
         if let Some(endpoint) = endpoint {
             server = server.iroh(endpoint);
         }
         let limits = transport.grpc.max_message_size;
         let server = server
-            .add_service(HealthServer::new(HealthService::new(health_rx, SERVICES.map(String::from).to_vec())))
+            .add_service(health_service)
             .add_service(ClusterStatusServer::new(ClusterStatusService(ctx.clone())))
             .add_service(MonitoringServer::new(MonitoringService(ctx.clone())))
             .add_service(VmServiceServer::new(VmServiceImpl(ctx.clone())))
             .add_service(ImageServiceServer::new(ImageServiceImpl(ctx.clone())))
             .add_service(RaftServiceServer::new(RaftServiceImpl(ctx.clone())))
             .max_decoding_message_size(limits);
-        let server = if transport.mode == Mode::Iroh { server } else { server.add_grpc_service(reflection) };
+        let server = if transport.mode == Mode::Iroh {
+            server
+        } else {
+            server.add_grpc_service(reflection_v1).add_grpc_service(reflection_v1alpha)
+        };
         let server = server.serve().await?;
         let ticket = server.peer_addr();
         let disk = NodeDisk {
@@ -331,7 +340,7 @@ impl Node {
         };
 
         let mut tasks = vec![
-            tokio::spawn(health_task(raft.clone(), config.node.id, health_tx)),
+            tokio::spawn(health_task(raft.clone(), config.node.id, health)),
             tokio::spawn(applied_task(ctx.clone(), applied)),
         ];
         tasks.extend(quiet);
@@ -423,20 +432,28 @@ impl Node {
     }
 }
 
-/// Keeps health at `SERVING` while the node is a voter that knows a leader.
-async fn health_task(raft: Raft, id: NodeId, health: watch::Sender<ServingStatus>) {
+/// Keeps health at `SERVING`, for the node (`""`) and each of its services, while the node is a voter
+/// that knows a leader.
+async fn health_task(raft: Raft, id: NodeId, health: HealthReporter) {
+    let set = |status: ServingStatus| {
+        for service in std::iter::once("").chain(SERVICES) {
+            health.set_service_status(service, status);
+        }
+    };
     let mut metrics = raft.metrics();
+    let mut last = None;
     loop {
         let serving = {
             let m = metrics.borrow_and_update();
             m.current_leader.is_some() && m.membership_config.membership().voter_ids().any(|v| v == id)
         };
-        health.send_if_modified(|s| {
-            let new = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-            std::mem::replace(s, new) != new
-        });
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if last != Some(status) {
+            set(status);
+            last = Some(status);
+        }
         if metrics.changed().await.is_err() {
-            health.send_replace(ServingStatus::NotServing);
+            set(ServingStatus::NotServing);
             return;
         }
     }

@@ -57,5 +57,27 @@ async fn stock_health_and_reflection_clients_work_on_the_grpc_port() {
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
+
+    // v1alpha, the version Python grpcio's reflection client speaks.
+    use tonic_reflection::pb::v1alpha;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.node(1).ticket().grpc.unwrap()))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("tonic connects");
+    let mut reflection = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut replies =
+        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("v1alpha").into_inner();
+    let reply = replies.message().await.expect("a reply").expect("stream open");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
+    else {
+        panic!("not a service list: {:?}", reply.message_response)
+    };
+    let alpha: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(alpha, names, "both versions list the same services");
     cluster.shutdown().await;
 }

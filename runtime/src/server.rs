@@ -80,6 +80,15 @@ pub struct Server {
     max_concurrent_calls: u32,
     stack: Stack,
     compression: crate::Compression,
+    keepalive: Keepalive,
+}
+
+/// HTTP/2 and TCP keep-alive of the gRPC listener's connections.
+#[derive(Debug, Clone, Copy, Default)]
+struct Keepalive {
+    http2_interval: Option<Duration>,
+    http2_timeout: Option<Duration>,
+    tcp: Option<Duration>,
 }
 
 impl Default for Server {
@@ -106,6 +115,7 @@ impl Server {
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             stack: Stack::default(),
             compression: crate::Compression::default(),
+            keepalive: Keepalive::default(),
         }
     }
 
@@ -120,6 +130,11 @@ impl Server {
         if config.mode != crate::Mode::Iroh {
             server = server.grpc(config.grpc.bind_address);
             server.grpc_tls = config.grpc.server_tls()?;
+            server.keepalive = Keepalive {
+                http2_interval: config.grpc.http2_keepalive_interval(),
+                http2_timeout: Some(config.grpc.http2_keepalive_timeout()),
+                tcp: config.grpc.tcp_keepalive(),
+            };
         }
         if config.mode != crate::Mode::Grpc {
             server.iroh_config = Some(config.iroh.clone());
@@ -153,6 +168,20 @@ impl Server {
     /// Serves duet's native wire (ALPN `duet/1`) on an Iroh endpoint.
     pub fn iroh(mut self, endpoint: Endpoint) -> Self {
         self.iroh = Some(endpoint);
+        self
+    }
+
+    /// Sends an HTTP/2 PING on every gRPC connection this often, closing connections whose PING goes
+    /// unanswered for `timeout` (tonic's default: 20 s); default: no keep-alive, as tonic.
+    pub fn http2_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive.http2_interval = Some(interval);
+        self.keepalive.http2_timeout = Some(timeout);
+        self
+    }
+
+    /// Enables TCP keep-alive on accepted gRPC sockets after `idle` without traffic.
+    pub fn tcp_keepalive(mut self, idle: Duration) -> Self {
+        self.keepalive.tcp = Some(idle);
         self
     }
 
@@ -361,7 +390,7 @@ impl Server {
                 s.add_grpc(&mut routes, &self.limits, &self.compression);
             }
             let stop = CancellationToken::new();
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true)).with_keepalive(self.keepalive.tcp);
             let incoming = crate::grpc::UntilShutdown::new(incoming, stop.clone().cancelled_owned());
             let mut builder = tonic::transport::Server::builder();
             if let Some(tls) = self.grpc_tls.take() {
@@ -370,6 +399,8 @@ impl Server {
             let methods = self.services.iter().flat_map(|s| s.methods()).map(|d| (d.path, d)).collect();
             let setup = crate::grpc::ServeSetup { stack: self.stack.service().cloned(), methods: Arc::new(methods) };
             let router = builder
+                .http2_keepalive_interval(self.keepalive.http2_interval)
+                .http2_keepalive_timeout(self.keepalive.http2_timeout)
                 .max_concurrent_streams(self.max_concurrent_calls)
                 .layer(crate::grpc::DuetGrpcLayer(setup))
                 .add_routes(routes.routes());
@@ -457,17 +488,15 @@ impl ServerHandle {
     /// Serves the Iroh side on `endpoint` (after [`ServerHandle::stop_iroh`], say, with an endpoint
     /// bound to the same key and port so peers find it again). Replaces any Iroh side running.
     pub fn start_iroh(&mut self, endpoint: Endpoint) {
-        let protocol = DuetProtocol::new(
-            self.iroh_services.clone(),
-            self.limits,
-            self.tracker.clone(),
-            self.max_concurrent_calls,
-            self.access.clone(),
-            self.header_timeout,
-            endpoint.id(),
-            self.stack.clone(),
-            self.compression.clone(),
-        );
+        let settings = crate::iroh::CallSettings {
+            limits: self.limits,
+            max_concurrent_calls: self.max_concurrent_calls,
+            access: self.access.clone(),
+            header_timeout: self.header_timeout,
+            stack: self.stack.clone(),
+            compression: self.compression.clone(),
+        };
+        let protocol = DuetProtocol::new(self.iroh_services.clone(), settings, self.tracker.clone(), endpoint.id());
         let mut router = Router::builder(endpoint).accept(ALPN, protocol.clone());
         for (alpn, legacy) in &self.legacy {
             router = router.accept(alpn.clone(), legacy.clone());

@@ -2,14 +2,12 @@
 //! and Iroh at once.
 
 mod cluster;
-mod health;
 mod image;
 mod monitoring;
 mod raft;
 mod vm;
 
 pub use cluster::ClusterStatusService;
-pub use health::HealthService;
 pub use image::ImageServiceImpl;
 pub use monitoring::MonitoringService;
 pub use raft::RaftServiceImpl;

@@ -522,9 +522,19 @@ pub(crate) async fn measured<T>(
 
 fn grpc_endpoint(config: &TransportConfig, peer: &PeerAddr) -> Result<TonicChannel, Error> {
     let addr = peer.grpc.ok_or_else(|| Error::PeerAddr(format!("{peer} has no gRPC address")))?;
-    let endpoint = match config.grpc.client_tls()? {
+    let mut endpoint = match config.grpc.client_tls()? {
         Some(tls) => tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
         None => tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?,
     };
-    Ok(endpoint.connect_lazy())
+    let grpc = &config.grpc;
+    if let Some(interval) = grpc.http2_keepalive_interval() {
+        endpoint = endpoint
+            .http2_keep_alive_interval(interval)
+            .keep_alive_timeout(grpc.http2_keepalive_timeout())
+            .keep_alive_while_idle(true);
+    }
+    if let Some(timeout) = grpc.connect_timeout() {
+        endpoint = endpoint.connect_timeout(timeout);
+    }
+    Ok(endpoint.tcp_keepalive(grpc.tcp_keepalive()).connect_lazy())
 }

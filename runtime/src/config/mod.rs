@@ -96,6 +96,18 @@ pub struct GrpcConfig {
     /// The name checked in a peer's certificate when calling it (default: the host of the peer's
     /// gRPC address, an IP, which the certificate must then carry as an IP SAN).
     pub tls_server_name: Option<String>,
+    /// HTTP/2 keep-alive: send a PING on every gRPC connection (client and server side) this often,
+    /// in milliseconds (default: none, as tonic).
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// How long an HTTP/2 keep-alive PING may go unanswered before the connection is closed, in
+    /// milliseconds (default 20000, as tonic).
+    pub http2_keepalive_timeout_ms: u64,
+    /// TCP keep-alive probes on gRPC sockets after this much idle time, in milliseconds (default:
+    /// none, the OS default).
+    pub tcp_keepalive_ms: Option<u64>,
+    /// Time allowed to connect to a peer's gRPC port, in milliseconds (default: none, as tonic; a
+    /// call's deadline still bounds it).
+    pub connect_timeout_ms: Option<u64>,
 }
 
 impl Default for GrpcConfig {
@@ -109,7 +121,33 @@ impl Default for GrpcConfig {
             tls_ca_path: None,
             tls_client_auth: false,
             tls_server_name: None,
+            http2_keepalive_interval_ms: None,
+            http2_keepalive_timeout_ms: 20_000,
+            tcp_keepalive_ms: None,
+            connect_timeout_ms: None,
         }
+    }
+}
+
+impl GrpcConfig {
+    /// The HTTP/2 keep-alive interval, if set.
+    pub fn http2_keepalive_interval(&self) -> Option<Duration> {
+        self.http2_keepalive_interval_ms.map(Duration::from_millis)
+    }
+
+    /// The HTTP/2 keep-alive timeout.
+    pub fn http2_keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.http2_keepalive_timeout_ms)
+    }
+
+    /// The TCP keep-alive idle time, if set.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        self.tcp_keepalive_ms.map(Duration::from_millis)
+    }
+
+    /// The connect timeout, if set.
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        self.connect_timeout_ms.map(Duration::from_millis)
     }
 }
 
@@ -151,6 +189,10 @@ pub struct IrohConfig {
     /// QUIC send window per connection, bytes (default 16 MiB): raise both windows for peers far away
     /// (window ≥ bandwidth × round-trip time).
     pub send_window: u64,
+    /// Interval of QUIC keep-alive packets on an idle connection, in milliseconds (default 2500; see
+    /// [`crate::iroh::endpoint::KEEP_ALIVE`]): keeps NAT mappings open and lets a peer's silence be
+    /// noticed. At most a third of `idle_timeout_ms`.
+    pub keepalive_interval_ms: u64,
 }
 
 impl Default for IrohConfig {
@@ -169,6 +211,7 @@ impl Default for IrohConfig {
             stream_receive_window: crate::iroh::endpoint::STREAM_RECEIVE_WINDOW,
             receive_window: crate::iroh::endpoint::RECEIVE_WINDOW,
             send_window: u64::from(crate::iroh::endpoint::RECEIVE_WINDOW),
+            keepalive_interval_ms: crate::iroh::endpoint::KEEP_ALIVE.as_millis() as u64,
         }
     }
 }
@@ -202,6 +245,11 @@ impl IrohConfig {
     /// The connect timeout.
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The keep-alive interval of QUIC connections.
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.keepalive_interval_ms)
     }
 }
 

@@ -103,6 +103,28 @@ impl TransportConfig {
                  found in minutes at most (default 15000)",
             ));
         }
+        if !(100..=self.iroh.idle_timeout_ms / 3).contains(&self.iroh.keepalive_interval_ms) {
+            return Err(ConfigError::new(
+                "transport.iroh.keepalive_interval_ms",
+                format!(
+                    "is {}; give 100 to a third of idle_timeout_ms ({}), so keep-alives are heard before the \
+                     connection idles out (default 2500)",
+                    self.iroh.keepalive_interval_ms,
+                    self.iroh.idle_timeout_ms / 3
+                ),
+            ));
+        }
+        let positive = [
+            ("transport.grpc.http2_keepalive_interval_ms", self.grpc.http2_keepalive_interval_ms),
+            ("transport.grpc.http2_keepalive_timeout_ms", Some(self.grpc.http2_keepalive_timeout_ms)),
+            ("transport.grpc.tcp_keepalive_ms", self.grpc.tcp_keepalive_ms),
+            ("transport.grpc.connect_timeout_ms", self.grpc.connect_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == Some(0) {
+                return Err(ConfigError::new(key, "is 0; give a positive number of milliseconds, or remove the key"));
+            }
+        }
         let stream_max = crate::iroh::endpoint::STREAM_RECEIVE_WINDOW;
         if !(16 * 1024..=stream_max).contains(&self.iroh.stream_receive_window) {
             return Err(ConfigError::new(

@@ -33,7 +33,8 @@ pub const DATAGRAM_RECEIVE_BUFFER: usize = 1024;
 /// restarts while a connect is in flight is found seconds late; from 100 ms the retries come
 /// after about 0.3, 0.9 and 2.1 s. A path slower than that only resends a handshake packet early.
 pub const INITIAL_RTT: Duration = Duration::from_millis(100);
-/// Interval of keep-alive packets on an idle connection.
+/// Interval of keep-alive packets on an idle connection (default of `[transport.iroh]
+/// keepalive_interval_ms`).
 pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
 
 /// The QUIC transport settings duet uses: a connection window for many concurrent streams, a stream
@@ -54,8 +55,8 @@ pub fn transport_config_with_idle(idle_timeout: Duration) -> QuicTransportConfig
     transport_config_for(&config)
 }
 
-/// The QUIC transport settings `[transport.iroh]` asks for: its idle timeout (at least 1 s) and
-/// windows, with keep-alives every [`KEEP_ALIVE`].
+/// The QUIC transport settings `[transport.iroh]` asks for: its idle timeout (at least 1 s),
+/// windows and keep-alive interval.
 ///
 /// ```
 /// let cfg = duet::Config::from_toml("[transport.iroh]\nreceive_window = 67108864\nsend_window = 67108864")?;
@@ -75,7 +76,7 @@ pub fn transport_config_for(cfg: &crate::config::IrohConfig) -> QuicTransportCon
         .receive_window(VarInt::from_u32(cfg.receive_window))
         .send_window(cfg.send_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
-        .keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_interval(cfg.keepalive_interval().max(Duration::from_millis(100)))
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
         .initial_rtt(INITIAL_RTT)
         .build()

@@ -25,7 +25,7 @@ pub use liveness::{SILENCE_FLOOR, silence_bound};
 pub use server::{
     AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, IrohService, NOT_ALLOWED, ServerCall,
 };
-pub(crate) use server::{DuetProtocol, split_path};
+pub(crate) use server::{CallSettings, DuetProtocol, split_path};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

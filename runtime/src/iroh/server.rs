@@ -454,6 +454,17 @@ pub(crate) struct Registry {
     compression: Compression,
 }
 
+/// What every Iroh call a server serves runs with.
+#[derive(Clone)]
+pub(crate) struct CallSettings {
+    pub limits: Limits,
+    pub max_concurrent_calls: u32,
+    pub access: AccessControl,
+    pub header_timeout: Duration,
+    pub stack: Option<CallService>,
+    pub compression: Compression,
+}
+
 /// The `duet/1` protocol handler mounted on an iroh `Router`.
 #[derive(Clone)]
 pub(crate) struct DuetProtocol {
@@ -472,15 +483,11 @@ impl fmt::Debug for DuetProtocol {
 impl DuetProtocol {
     pub fn new(
         services: Vec<Arc<dyn IrohService>>,
-        limits: Limits,
+        settings: CallSettings,
         tracker: TaskTracker,
-        max_concurrent_calls: u32,
-        access: AccessControl,
-        header_timeout: Duration,
         local: EndpointId,
-        stack: Option<CallService>,
-        compression: Compression,
     ) -> Self {
+        let CallSettings { limits, max_concurrent_calls, access, header_timeout, stack, compression } = settings;
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
         let drained = CancellationToken::new();
