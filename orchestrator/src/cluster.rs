@@ -30,10 +30,20 @@ impl Cluster {
         transport: impl Fn(&mut TransportConfig),
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, NodeError> {
+        Self::start_configured(n, |config| transport(&mut config.transport), metrics).await
+    }
+
+    /// [`Cluster::start`], with `configure` changing each node's whole config (its `[node]` table
+    /// too) before it starts.
+    pub async fn start_configured(
+        n: u64,
+        configure: impl Fn(&mut NodeConfig),
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, NodeError> {
         let configs: Vec<NodeConfig> = (1..=n)
             .map(|id| {
                 let mut config = NodeConfig::embedded(id);
-                transport(&mut config.transport);
+                configure(&mut config);
                 config
             })
             .collect();

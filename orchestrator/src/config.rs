@@ -56,6 +56,12 @@ pub struct NodeSection {
     /// id.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// A secret every member sends with its Raft, `Propose` and `JoinCluster` calls, and which a
+    /// node must show to join (see [`crate::auth`]). Absent: over gRPC without mutual TLS those
+    /// calls cannot be checked and are admitted from anyone; over Iroh only members may make Raft
+    /// calls whatever this says.
+    #[serde(default)]
+    pub cluster_token: Option<String>,
 }
 
 fn default_max_image_bytes() -> u64 {

@@ -122,10 +122,13 @@ pub async fn run(
             .timed("2 monitoring", "Monitoring/GetMetrics", monitoring.get_metrics(GetMetricsRequest {}))
             .await
             .map(|r| r.into_inner().prometheus_text);
-        if let Ok(text) = text
-            && !text.contains("duet_rpc_duration_seconds")
-        {
-            return Err(fail("monitoring", "the metrics lack duet_rpc_duration_seconds"));
+        if let Ok(text) = text {
+            // The client's durations and the server's, as histograms (buckets aggregate across nodes).
+            for wanted in ["duet_rpc_duration_seconds_bucket", "duet_server_rpc_duration_seconds_bucket"] {
+                if !text.contains(wanted) {
+                    return Err(fail("monitoring", format!("the metrics lack {wanted}")));
+                }
+            }
         }
     }
     let term = cluster.node(leader).raft().metrics().borrow().current_term;

@@ -145,7 +145,14 @@ enum Call {
 
 /// Installs the process's Prometheus recorder, serving it over HTTP at `http` if given.
 fn install_metrics(http: Option<SocketAddr>) -> Result<Option<PrometheusHandle>, String> {
-    let builder = PrometheusBuilder::new();
+    // Buckets make duet's durations Prometheus histograms, which aggregate across nodes (a summary
+    // would not).
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &duet::metrics::DURATION_BUCKETS,
+        )
+        .map_err(|e| format!("metrics buckets: {e}"))?;
     match http {
         None => Ok(builder.install_recorder().ok()),
         Some(addr) => {

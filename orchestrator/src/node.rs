@@ -269,7 +269,7 @@ impl Node {
             tracing::warn!(relay, "the home relay was not reached in {RELAY_WAIT:?}; the ticket names no relay");
         }
         let connector = endpoint.clone().map(|e| Connector::from_config(e, &transport.iroh));
-        let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector));
+        let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector, config.node.cluster_token.clone()));
         let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
         let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
         // Subscribed before Raft starts: starting re-applies the committed log.
@@ -312,7 +312,18 @@ impl Node {
         let reflection_error = |e: tonic_reflection::server::Error| NodeError::Raft(format!("reflection: {e}"));
         let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
         let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-        let mut server = Server::from_config(&transport)?;
+        let admission = Arc::new(crate::auth::Admission::new(
+            raft.clone(),
+            config.node.cluster_token.clone(),
+            transport.grpc.tls_enabled && transport.grpc.tls_client_auth,
+        ));
+        if admission.grpc_is_open() && transport.mode != Mode::Iroh {
+            tracing::warn!(
+                "node.cluster_token is not set and the gRPC port has no mutual TLS: Raft, Propose and JoinCluster \
+                 calls over gRPC are admitted from anyone who reaches the port"
+            );
+        }
+        let mut server = Server::from_config(&transport)?.interceptor(move |req| admission.check(req));
         if let Some(endpoint) = endpoint {
             server = server.iroh(endpoint);
         }

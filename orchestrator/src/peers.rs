@@ -13,14 +13,16 @@ use duet::{Channel, Mode, PeerAddr, Status, TransportConfig};
 pub struct Peers {
     config: TransportConfig,
     connector: Option<Connector>,
+    token: Option<String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Peers {
     /// A connector dialling from `connector`'s endpoint (so peers see this node's endpoint id), or gRPC
-    /// only when the node has no Iroh endpoint.
-    pub fn new(config: TransportConfig, connector: Option<Connector>) -> Self {
-        Self { config, connector, channels: Mutex::new(HashMap::new()) }
+    /// only when the node has no Iroh endpoint. With a cluster `token`, every call carries it (see
+    /// [`crate::auth`]).
+    pub fn new(config: TransportConfig, connector: Option<Connector>, token: Option<String>) -> Self {
+        Self { config, connector, token, channels: Mutex::new(HashMap::new()) }
     }
 
     /// The channel to the peer with this ticket, made on first use and kept.
@@ -43,6 +45,18 @@ impl Peers {
             }
             (Some(_), _, _) => Channel::grpc_from_config(&self.config, &peer).map_err(unavailable)?,
             _ => return Err(Status::unavailable(format!("this node has no transport that can reach {ticket}"))),
+        };
+        let channel = match &self.token {
+            Some(token) => {
+                let value: duet::metadata::MetadataValue<_> = token
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("node.cluster_token must be printable ASCII"))?;
+                channel.interceptor(move |mut req| {
+                    req.metadata_mut().insert(crate::auth::TOKEN_KEY, value.clone());
+                    Ok(req)
+                })
+            }
+            None => channel,
         };
         self.channels.lock().expect("peers lock").insert(ticket.to_owned(), channel.clone());
         Ok(channel)

@@ -69,6 +69,59 @@ async fn other_bytes_under_a_held_image_name_are_refused_and_the_copy_kept() {
 }
 
 /// A one-node cluster that leads, and a gRPC channel to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_member_is_refused_raft_join_and_propose_calls_on_both_transports() {
+    const TOKEN: &str = "s3cret";
+    let cluster = Cluster::start_configured(2, |c| c.node.cluster_token = Some(TOKEN.into()), None)
+        .await
+        .expect("node 2 joins with the token");
+    cluster.leader(Duration::from_secs(10)).await.expect("a leader");
+    let transport = NodeConfig::embedded(1).transport;
+    let garbage = || RaftPayload { postcard: Bytes::from_static(&[0xff; 40]) };
+    let with_token = |payload: RaftPayload| {
+        let mut req = Request::new(payload);
+        req.metadata_mut().insert(duet_orchestrator::auth::TOKEN_KEY, TOKEN.parse().unwrap());
+        req
+    };
+    for via in [Via::Grpc, Via::Iroh] {
+        // A stranger: its own fresh endpoint, no certificate, no token.
+        let conn = NodeChannel::connect(&cluster.node(1).ticket(), via, &transport).await.expect("channel");
+        let mut raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+        for (name, refused) in [
+            ("AppendEntries", raft.append_entries(garbage()).await),
+            ("Vote", raft.vote(garbage()).await),
+            ("Propose", raft.propose(garbage()).await),
+        ] {
+            let err = refused.expect_err("a stranger");
+            assert_eq!(err.code(), Code::PermissionDenied, "{via:?} {name}: {err}");
+        }
+        let mut status = ClusterStatusClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+        let join = JoinClusterRequest { id: 9, name: "intruder".into(), ticket: "duet:grpc=127.0.0.1:1".into() };
+        let err = status.join_cluster(join).await.expect_err("no token, no join");
+        assert_eq!(err.code(), Code::PermissionDenied, "{via:?} JoinCluster: {err}");
+        // Other calls stay open to anyone.
+        status.get_raft_status(GetRaftStatusRequest {}).await.expect("status is not guarded");
+        // With the token the call is admitted, and the garbage is what it is refused for.
+        let err = raft.append_entries(with_token(garbage())).await.expect_err("garbage");
+        assert_eq!(err.code(), Code::InvalidArgument, "{via:?}: {err}");
+        conn.close().await;
+    }
+    // The members themselves still replicate: a write through the follower is proposed to the leader.
+    let follower = if cluster.leader(Duration::from_secs(10)).await == Some(1) { 2 } else { 1 };
+    let conn = NodeChannel::connect(&cluster.node(follower).ticket(), Via::Auto, &transport).await.expect("channel");
+    let mut vms = duet_orchestrator::pb::orchestrator::v1::VmServiceClient::new(conn.channel.clone())
+        .with_default_timeout(Duration::from_secs(10));
+    let request = duet_orchestrator::pb::orchestrator::v1::CreateVmRequest {
+        name: "through-the-follower".into(),
+        vcpus: 1,
+        memory_mib: 64,
+        image: String::new(),
+    };
+    vms.create_vm(request).await.expect("members admit each other");
+    conn.close().await;
+    cluster.shutdown().await;
+}
+
 async fn lone_node() -> (Cluster, NodeChannel) {
     let transport = NodeConfig::embedded(1).transport;
     let cluster = Cluster::start(1, |_| {}, None).await.expect("node starts");

@@ -63,7 +63,11 @@ impl Breaker {
     }
 
     pub fn success(&self) {
-        *self.state.lock().expect("breaker lock") = State::Closed { failures: 0 };
+        let mut s = self.state.lock().expect("breaker lock");
+        if !matches!(*s, State::Closed { .. }) {
+            tracing::info!("circuit breaker on Iroh closed: a probe call succeeded");
+        }
+        *s = State::Closed { failures: 0 };
     }
 
     pub fn failure(&self) {
@@ -71,6 +75,14 @@ impl Breaker {
         let open = State::Open { until: Instant::now() + self.cooldown };
         *s = match *s {
             State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
+            State::Closed { failures } => {
+                tracing::info!(
+                    failures = failures + 1,
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "circuit breaker on Iroh opened: calls go over gRPC until a probe succeeds"
+                );
+                open
+            }
             _ => open,
         };
     }

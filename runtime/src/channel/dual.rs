@@ -182,7 +182,7 @@ impl Dual {
     }
 
     fn fall_back(&self, desc: &'static MethodDesc, reason: &'static str) {
-        tracing::debug!(path = desc.path, reason, "falling back from Iroh to gRPC");
+        tracing::info!(path = desc.path, reason, "falling back from Iroh to gRPC");
         metrics::fallback(desc.config_name, Transport::Iroh, Transport::Grpc, reason);
     }
 

@@ -389,14 +389,16 @@ impl PeerSlot {
         };
         *self.backoff.lock().expect("peer lock") = Backoff::default();
         metrics::connection_opened(Transport::Iroh);
+        tracing::info!(peer = %id, "Iroh connection up");
         let health = Health::new();
         self.generation.fetch_add(1, Ordering::AcqRel);
         let verdicts: Weak<dyn Verdicts> = self.me.clone();
         tokio::spawn(liveness::watch(conn.clone(), health.clone(), verdicts));
         let watched = conn.clone();
         tokio::spawn(async move {
-            watched.closed().await;
+            let reason = watched.closed().await;
             metrics::connection_closed(Transport::Iroh);
+            tracing::info!(peer = %id, %reason, "Iroh connection down");
         });
         let live = Live { conn, health };
         let old = self.current.lock().expect("peer lock").replace(live.clone());
