@@ -29,6 +29,11 @@ pub enum Contender {
     RawIroh,
     /// The same ceiling with iroh's default QUIC settings, to show what the tuning buys.
     RawIrohDefaults,
+    /// duet's gRPC path with one server interceptor, one server layer and one client interceptor
+    /// (`crate::middleware`): what middleware costs. Not in the default table.
+    DuetGrpcMiddleware,
+    /// duet's Iroh path with the same middleware. Not in the default table.
+    DuetIrohMiddleware,
 }
 
 impl Contender {
@@ -51,6 +56,8 @@ impl Contender {
             Contender::Bridge => "HTTP/2 bridge",
             Contender::RawIroh => "raw Iroh",
             Contender::RawIrohDefaults => "raw Iroh (defaults)",
+            Contender::DuetGrpcMiddleware => "duet gRPC + middleware",
+            Contender::DuetIrohMiddleware => "duet Iroh + middleware",
         }
     }
 
@@ -95,11 +102,17 @@ pub async fn serve(c: Contender) -> String {
             );
             format!("http://{addr}")
         }
-        Contender::DuetGrpc | Contender::DuetIroh | Contender::Bridge => {
+        Contender::DuetGrpc
+        | Contender::DuetIroh
+        | Contender::Bridge
+        | Contender::DuetGrpcMiddleware
+        | Contender::DuetIrohMiddleware => {
             let mut server = duet::Server::builder().max_decoding_message_size(64 << 20);
             server = match c {
                 Contender::DuetGrpc => server.grpc(loopback),
                 Contender::DuetIroh => server.iroh(bind(true).await),
+                Contender::DuetGrpcMiddleware => crate::middleware::serve(server.grpc(loopback)),
+                Contender::DuetIrohMiddleware => crate::middleware::serve(server.iroh(bind(true).await)),
                 _ => server.iroh(bind(true).await).legacy(
                     BRIDGE_ALPN,
                     tonic::service::Routes::new(TonicServer::new(TonicBench).max_decoding_message_size(64 << 20)),
@@ -150,6 +163,16 @@ pub async fn connect(c: Contender, addr: &str, ep: &Endpoint) -> Client {
         }
         Contender::DuetIroh => {
             let channel = duet::Channel::iroh(&Connector::new(ep.clone()), iroh_addr(addr));
+            Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
+        }
+        Contender::DuetGrpcMiddleware => {
+            let uri = addr.parse::<duet::PeerAddr>().unwrap().grpc_uri().unwrap();
+            let channel = crate::middleware::call(duet::Channel::grpc_lazy(uri).unwrap());
+            Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
+        }
+        Contender::DuetIrohMiddleware => {
+            let channel = duet::Channel::iroh(&Connector::new(ep.clone()), iroh_addr(addr));
+            let channel = crate::middleware::call(channel);
             Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
         }
         Contender::Bridge => Client::Tonic(

@@ -5,6 +5,7 @@ pub mod contenders;
 pub mod cost;
 pub mod load;
 pub mod load_report;
+pub mod middleware;
 pub mod report;
 pub mod services;
 pub mod workloads;
