@@ -12,7 +12,10 @@
 //!
 //! Anyone else is refused `PERMISSION_DENIED` before the handler runs. Without a `cluster_token`,
 //! a gRPC port without mutual TLS cannot tell members from strangers, so it admits every caller
-//! there (the node says so at start), and `JoinCluster` is open on both transports.
+//! there (the node says so at start), `JoinCluster` is open on both transports, and a node that has
+//! not joined a cluster yet (it knows no members) takes Raft calls from any Iroh peer, since its
+//! first leader is not a member it knows. With a token, members send it, so a joining node checks
+//! its first leader too.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -74,7 +77,12 @@ impl Admission {
         let has_token = self.token.as_deref().is_some_and(|t| req.metadata().get(TOKEN_KEY).is_some_and(|v| v == t));
         let admitted = has_token
             || match req.peer() {
-                Peer::Iroh(id) => self.is_member(&id) || (join && self.token.is_none()),
+                Peer::Iroh(id) => match self.members_include(&id) {
+                    Some(member) => member || (join && self.token.is_none()),
+                    // A node not yet in a cluster has no members to check against: without a token
+                    // it takes its first leader's calls from whoever makes them.
+                    None => self.token.is_none(),
+                },
                 Peer::Grpc(_) => (self.mutual_tls && req.peer_certs().is_some()) || self.grpc_is_open(),
             };
         if admitted {
@@ -89,9 +97,12 @@ impl Admission {
         }
     }
 
-    fn is_member(&self, id: &EndpointId) -> bool {
+    /// Whether `id` is a member's endpoint; `None` while this node knows no membership at all (it
+    /// has not joined yet).
+    fn members_include(&self, id: &EndpointId) -> Option<bool> {
         let metrics = self.raft.metrics().borrow().clone();
         let config = &metrics.membership_config;
+        config.membership().nodes().next()?;
         let version = format!("{:?}", config.log_id());
         let mut cache = self.members.lock().expect("members lock");
         if cache.0.as_deref() != Some(version.as_str()) {
@@ -102,6 +113,6 @@ impl Admission {
                 .collect();
             *cache = (Some(version), ids);
         }
-        cache.1.contains(id)
+        Some(cache.1.contains(id))
     }
 }

@@ -264,3 +264,41 @@ fn bad_tls_settings_name_the_key_and_the_fix() {
     let err = grpc.client_tls().unwrap_err().to_string();
     assert!(err.contains("`transport.grpc.tls_ca_path`: cannot read") && err.contains("nope.crt"), "{err}");
 }
+
+#[tokio::test]
+async fn a_server_interceptor_sees_the_clients_certificate_over_mutual_tls() {
+    let pki = Pki::new();
+    let server_cfg = pki.identity("node", Leaf::Good(&["127.0.0.1"]), "tls_client_auth = true\n");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let log = seen.clone();
+    let server = Server::from_config(&server_cfg.transport)
+        .expect("server config")
+        .interceptor(move |req: duet::Request<()>| {
+            let certs = req.peer_certs().map(|c| c.iter().map(|d| d.to_vec()).collect::<Vec<_>>());
+            log.lock().unwrap().push((req.remote_addr(), certs));
+            Ok(req)
+        })
+        .add_service(KindsServer::new(KindsImpl::default()))
+        .serve()
+        .await
+        .expect("serve");
+    let good = pki.identity("client", Leaf::Good(&["client"]), "");
+    assert_eq!(echo(&good, &server).await.unwrap(), Transport::Grpc);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (addr, certs) = &seen[0];
+    assert!(addr.is_some_and(|a| a.ip().is_loopback()), "{addr:?}");
+    let pem = std::fs::read(pki.path("client.crt")).expect("the client's certificate");
+    let presented = certs.as_ref().expect("the interceptor sees the verified client certificate");
+    let leaf = &presented[0];
+    let der_in_pem = first_der(&pem);
+    assert_eq!(leaf, &der_in_pem, "the leaf the client presented");
+    server.shutdown().await;
+}
+
+/// The DER of the first certificate in a PEM file.
+fn first_der(pem: &[u8]) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem).next().expect("a certificate").expect("valid PEM").to_vec()
+}
