@@ -71,7 +71,7 @@ impl Admission {
     pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
         let Some(info) = req.extensions().get::<CallInfo>() else { return Ok(req) };
         let join = info.path == JOIN;
-        if !join && !MEMBERS_ONLY.contains(&info.path.as_str()) {
+        if !join && !MEMBERS_ONLY.contains(&&*info.path) {
             return Ok(req);
         }
         let has_token = self.token.as_deref().is_some_and(|t| req.metadata().get(TOKEN_KEY).is_some_and(|v| v == t));
@@ -88,7 +88,7 @@ impl Admission {
         if admitted {
             Ok(req)
         } else {
-            let path = &info.path;
+            let path: &str = &info.path;
             tracing::warn!(peer = ?req.peer(), path, "refused a call from a caller that is not a cluster member");
             Err(Status::permission_denied(format!(
                 "{path} is for cluster members: call over Iroh from a member's endpoint, over gRPC with a \

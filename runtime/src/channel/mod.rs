@@ -269,9 +269,17 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
-        let route = self.route.clone();
-        let opts = opts.clone();
-        self.call(req, desc, move |req| async move { route.unary(req, desc, &opts).await }).await
+        let (req, span) = self.outgoing(req, desc);
+        let call = async {
+            match self.stack.service() {
+                None => self.route.unary(req, desc, opts).await,
+                Some(stack) => {
+                    let (route, opts) = (self.route.clone(), opts.clone());
+                    through_stack(stack, req, desc, move |req| async move { route.unary(req, desc, &opts).await }).await
+                }
+            }
+        };
+        traced(span, call).await
     }
 
     /// A server-streaming call. Generated clients call this.
@@ -281,9 +289,21 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        let route = self.route.clone();
-        let opts = opts.clone();
-        self.call(req, desc, move |req| async move { route.server_streaming(req, desc, &opts).await }).await
+        let (req, span) = self.outgoing(req, desc);
+        let call =
+            async {
+                match self.stack.service() {
+                    None => self.route.server_streaming(req, desc, opts).await,
+                    Some(stack) => {
+                        let (route, opts) = (self.route.clone(), opts.clone());
+                        through_stack(stack, req, desc, move |req| async move {
+                            route.server_streaming(req, desc, &opts).await
+                        })
+                        .await
+                    }
+                }
+            };
+        traced(span, call).await
     }
 
     /// A client-streaming call. Generated clients call this.
@@ -298,9 +318,21 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        let route = self.route.clone();
-        let opts = opts.clone();
-        self.call(req, desc, move |req| async move { route.client_streaming(req, desc, &opts).await }).await
+        let (req, span) = self.outgoing(req, desc);
+        let call =
+            async {
+                match self.stack.service() {
+                    None => self.route.client_streaming(req, desc, opts).await,
+                    Some(stack) => {
+                        let (route, opts) = (self.route.clone(), opts.clone());
+                        through_stack(stack, req, desc, move |req| async move {
+                            route.client_streaming(req, desc, &opts).await
+                        })
+                        .await
+                    }
+                }
+            };
+        traced(span, call).await
     }
 
     /// A bidi-streaming call. Generated clients call this.
@@ -315,26 +347,21 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        let route = self.route.clone();
-        let opts = opts.clone();
-        self.call(req, desc, move |req| async move { route.bidi(req, desc, &opts).await }).await
+        let (req, span) = self.outgoing(req, desc);
+        let call = async {
+            match self.stack.service() {
+                None => self.route.bidi(req, desc, opts).await,
+                Some(stack) => {
+                    let (route, opts) = (self.route.clone(), opts.clone());
+                    through_stack(stack, req, desc, move |req| async move { route.bidi(req, desc, &opts).await }).await
+                }
+            }
+        };
+        traced(span, call).await
     }
 
-    /// One call, whatever its shape: its trace context and span, then the middleware (if any), then
-    /// `route`, which carries it.
-    async fn call<B, R, F, Fut>(
-        &self,
-        mut req: Request<B>,
-        desc: &'static MethodDesc,
-        route: F,
-    ) -> Result<Response<R>, Status>
-    where
-        B: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(Request<B>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Response<R>, Status>> + Send + 'static,
-    {
-        use tracing::Instrument;
+    /// A call's `duet.call` span, and its request with the trace context it goes out with.
+    fn outgoing<B>(&self, req: Request<B>, desc: &'static MethodDesc) -> (Request<B>, tracing::Span) {
         let span = tracing::debug_span!(
             "duet.call",
             path = desc.path,
@@ -342,26 +369,21 @@ impl Channel {
             span_id = tracing::field::Empty
         );
         let enabled = !span.is_disabled();
-        let ctx = {
-            let (mut md, ext, body) = req.into_parts();
-            let ctx = crate::middleware::trace::outgoing(&mut md, &ext, enabled);
-            req = Request::from_parts(md, ext, body);
-            ctx
-        };
-        if let Some(ctx) = ctx
+        let (mut md, ext, body) = req.into_parts();
+        if let Some(ctx) = crate::middleware::trace::outgoing(&mut md, &ext, enabled)
             && enabled
         {
             span.record("trace_id", tracing::field::display(format_args!("{:032x}", ctx.trace_id)));
             span.record("span_id", tracing::field::display(format_args!("{:016x}", ctx.span_id)));
         }
-        let call = async {
-            match self.stack.service() {
-                None => route(req).await,
-                Some(stack) => through_stack(stack, req, desc, route).await,
-            }
-        };
-        if enabled { call.instrument(span).await } else { call.await }
+        (Request::from_parts(md, ext, body), span)
     }
+}
+
+/// Runs `call` in `span` when the span is enabled (entering a disabled span on every poll is not free).
+async fn traced<T>(span: tracing::Span, call: impl Future<Output = T>) -> T {
+    use tracing::Instrument;
+    if span.is_disabled() { call.await } else { call.instrument(span).await }
 }
 
 /// Runs a client call's head through the channel's middleware, down to `route`; the request body
@@ -379,7 +401,7 @@ where
     Fut: Future<Output = Result<Response<R>, Status>> + Send + 'static,
 {
     let (metadata, mut extensions, body) = req.into_parts();
-    extensions.insert(CallInfo { path: desc.path.to_owned(), transport: None });
+    extensions.insert(CallInfo { path: desc.path.into(), transport: None });
     let slot = crate::middleware::Body::new();
     let left = slot.clone();
     let head = Request::from_parts(metadata, extensions, ());

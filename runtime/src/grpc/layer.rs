@@ -120,7 +120,10 @@ where
             }
             Some(stack) => {
                 let stack = stack.clone();
-                let path = parts.uri.path().to_owned();
+                let path = match self.setup.methods.get(parts.uri.path()) {
+                    Some(desc) => desc.path.into(),
+                    None => parts.uri.path().to_owned().into(),
+                };
                 let mut extensions = std::mem::take(&mut parts.extensions);
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());

@@ -161,7 +161,7 @@ where
     Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
     Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
 {
-    ext.insert(CallInfo { path: path.to_owned(), transport: Some(Transport::Iroh) });
+    ext.insert(CallInfo { path: path.into(), transport: Some(Transport::Iroh) });
     let slot = crate::middleware::Body::new();
     let left = slot.clone();
     let head = crate::middleware::run(&stack, Request::from_parts(metadata, ext, ()), move |head| async move {

@@ -69,14 +69,14 @@ where
     type Error = Status;
     type Future = BoxFuture<'static, Result<Response<()>, Status>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        // The inner service is driven with `oneshot`, which waits for its readiness itself.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<()>) -> Self::Future {
+        // The inner future owns what it needs, so the inner service is called in place, not cloned.
         match (self.f)(req) {
-            Ok(req) => Box::pin(self.inner.clone().oneshot(req)),
+            Ok(req) => self.inner.call(req),
             Err(status) => Box::pin(std::future::ready(Err(status))),
         }
     }
@@ -145,6 +145,7 @@ where
     type Future = BoxFuture<'static, Result<Response<()>, Status>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        // Readiness is the inner service's, checked by `oneshot` once the check passes.
         Poll::Ready(Ok(()))
     }
 

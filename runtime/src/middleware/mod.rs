@@ -65,7 +65,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallInfo {
     /// The gRPC path, `/pkg.Service/Method`.
-    pub path: String,
+    pub path: std::borrow::Cow<'static, str>,
     /// The transport the call arrived on (server), or `None` on a client, where the stack runs
     /// before a transport is chosen.
     pub transport: Option<Transport>,

@@ -2,7 +2,6 @@
 //! after the breaker's cool-down, adaptive choice under a slowed transport, and the metrics of it all.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use duet::iroh::{Connector, endpoint};
@@ -10,13 +9,8 @@ use duet::{BreakerState, Channel, Code, Config, PeerAddr, Server, Transport, Tra
 use duet_tests::pb::matrix::v1::{EchoRequest, KindsClient, KindsServer};
 use duet_tests::services::KindsImpl;
 use iroh::{Endpoint, SecretKey};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// One recorder per test process; every test renders it.
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().expect("first recorder"))
-}
+use crate::metrics;
 
 fn config(migration: &str) -> TransportConfig {
     let text = format!(

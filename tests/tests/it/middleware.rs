@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +13,6 @@ use duet_tests::harness::{self, Running, VIAS, Via};
 use duet_tests::pb::matrix::v1::{CountRequest, EchoRequest, KindsClient, KindsServer};
 use duet_tests::services::{KindsImpl, Tag};
 use futures_util::StreamExt;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::layer::SubscriberExt;
 
 const TOKEN: &str = "open-sesame";
@@ -62,7 +61,7 @@ async fn start() -> Fixture {
         .interceptor(move |mut req: Request<()>| {
             let info = req.extensions().get::<CallInfo>().cloned().expect("every call has its CallInfo");
             log.lock().unwrap().push(Seen {
-                path: info.path,
+                path: info.path.into_owned(),
                 transport: info.transport,
                 peer: req.peer(),
                 timeout: CallInfo::timeout(&req),
@@ -238,17 +237,7 @@ async fn a_client_interceptor_refusing_sends_nothing() {
     f.running.stop().await;
 }
 
-/// One Prometheus recorder per test process, with histogram buckets for duet's durations.
-fn metrics() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &duet::metrics::DURATION_BUCKETS)
-            .unwrap()
-            .install_recorder()
-            .expect("first recorder")
-    })
-}
+use crate::metrics;
 
 /// The value of the first sample line starting with `prefix`.
 fn sample(text: &str, prefix: &str) -> Option<f64> {

@@ -109,6 +109,16 @@ fn each_mistake_names_its_key_and_the_fix() {
         ("[transport.migration]\nbreaker_failures = 0", &["`transport.migration.breaker_failures`", "at least 1"]),
         ("[transport.grpc]\nmax_message_size = 0", &["`transport.grpc.max_message_size`"]),
         ("[transport.iroh]\nconnect_timeout_ms = 0", &["`transport.iroh.connect_timeout_ms`"]),
+        (
+            "[transport.iroh]\nkeepalive_interval_ms = 6000",
+            &["`transport.iroh.keepalive_interval_ms`", "a third of idle_timeout_ms (5000)"],
+        ),
+        ("[transport.iroh]\nkeepalive_interval_ms = 10", &["`transport.iroh.keepalive_interval_ms`", "give 100"]),
+        ("[transport.grpc]\nhttp2_keepalive_interval_ms = 0", &["`transport.grpc.http2_keepalive_interval_ms`"]),
+        ("[transport.grpc]\nhttp2_keepalive_timeout_ms = 0", &["`transport.grpc.http2_keepalive_timeout_ms`"]),
+        ("[transport.grpc]\ntcp_keepalive_ms = 0", &["`transport.grpc.tcp_keepalive_ms`"]),
+        ("[transport.grpc]\nconnect_timeout_ms = 0", &["`transport.grpc.connect_timeout_ms`", "positive"]),
+        ("[transport.grpc]\nhttp2_keepalive_interval = 10", &["unknown field `http2_keepalive_interval`"]),
     ];
     for (text, needles) in cases {
         let err = error(text);
@@ -116,6 +126,48 @@ fn each_mistake_names_its_key_and_the_fix() {
             assert!(err.contains(needle), "for {text:?} the error should mention {needle:?}:\n{err}");
         }
     }
+}
+
+#[tokio::test]
+async fn connection_settings_are_config_keys_and_a_node_built_from_them_serves_and_calls() {
+    let cfg = Config::from_toml(
+        "[transport]\nmode = \"dual\"\n\
+         [transport.grpc]\nhttp2_keepalive_interval_ms = 200\nhttp2_keepalive_timeout_ms = 5000\n\
+         tcp_keepalive_ms = 60000\nconnect_timeout_ms = 3000\n\
+         [transport.iroh]\nkeepalive_interval_ms = 1000\n\
+         [transport.migration]\nprefer_iroh_for = [\"kinds\"]",
+    )
+    .unwrap();
+    let grpc = &cfg.transport.grpc;
+    assert_eq!(grpc.http2_keepalive_interval(), Some(std::time::Duration::from_millis(200)));
+    assert_eq!(grpc.http2_keepalive_timeout(), std::time::Duration::from_secs(5));
+    assert_eq!(grpc.tcp_keepalive(), Some(std::time::Duration::from_secs(60)));
+    assert_eq!(grpc.connect_timeout(), Some(std::time::Duration::from_secs(3)));
+    assert_eq!(cfg.transport.iroh.keepalive_interval(), std::time::Duration::from_secs(1));
+    let defaults = Config::from_toml("").unwrap().transport;
+    assert_eq!(defaults.grpc.http2_keepalive_interval(), None, "no HTTP/2 keep-alive unless asked, as tonic");
+    assert_eq!(defaults.iroh.keepalive_interval(), duet::iroh::endpoint::KEEP_ALIVE);
+
+    let server = duet::Server::from_config(&cfg.transport)
+        .unwrap()
+        .add_service(duet_tests::pb::matrix::v1::KindsServer::new(duet_tests::services::KindsImpl::default()))
+        .serve()
+        .await
+        .unwrap();
+    let connector = duet::iroh::Connector::new(duet::iroh::endpoint::bind_loopback().await.unwrap());
+    for channel in [
+        duet::Channel::grpc_from_config(&cfg.transport, &server.peer_addr()).unwrap(),
+        duet::Channel::from_config(&cfg.transport, &connector, &server.peer_addr()).unwrap(),
+    ] {
+        let mut client = duet_tests::pb::matrix::v1::KindsClient::new(channel);
+        let request = duet_tests::pb::matrix::v1::EchoRequest { text: "kept alive".into(), ..Default::default() };
+        let first = client.echo(request.clone()).await.unwrap();
+        // Idle past several HTTP/2 PINGs: the connection is kept, not torn down.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let again = client.echo(request).await.unwrap();
+        assert_eq!((first.get_ref().text.as_str(), again.get_ref().text.as_str()), ("kept alive", "kept alive"));
+    }
+    server.shutdown().await;
 }
 
 #[test]
