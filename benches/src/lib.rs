@@ -1,6 +1,8 @@
 //! duet's benchmark: the same proto and the same handler behind five contenders, measured from a
 //! client process against a server process.
 
+#![forbid(unsafe_code)]
+
 pub mod contenders;
 pub mod cost;
 pub mod load;

@@ -7,6 +7,8 @@
 //! cargo run --release -p duet-bench -- --quick      # a smoke run (seconds)
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

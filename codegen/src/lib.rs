@@ -20,6 +20,8 @@
 //! Bring the output in with `duet::include_proto!("package")`, or, when packages import one another,
 //! `duet::include_protos!()` which nests every package in modules named after it.
 
+#![forbid(unsafe_code)]
+
 mod bytes_fields;
 mod emit;
 mod error;

@@ -1,5 +1,7 @@
 //! The README's quick start, compiled with the workspace so it cannot rot.
 
+#![forbid(unsafe_code)]
+
 use duet::{BoxStream, Channel, Request, Response, Server, Status, Transport};
 use duet_examples::pb::grpc::health::v1::health_check_response::ServingStatus;
 use duet_examples::pb::grpc::health::v1::{

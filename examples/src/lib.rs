@@ -3,6 +3,7 @@
 //! The node serves the standard `grpc.health.v1.Health` service and a small `node.v1.NodeStatus`
 //! service, each implemented once and served on gRPC and Iroh at the same time.
 
+#![forbid(unsafe_code)]
 #![deny(warnings)]
 
 pub mod client;

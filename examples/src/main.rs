@@ -8,6 +8,8 @@
 //! duet-node --config node.toml --check-config   # validate a config and print each service's route
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};

@@ -1,5 +1,7 @@
 //! Attribute macros for duet service impls. Use them through `duet` (`#[duet::service]`).
 
+#![forbid(unsafe_code)]
+
 mod options;
 mod rewrite;
 

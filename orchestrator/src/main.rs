@@ -8,6 +8,8 @@
 //! duet-orchestrator check-config node-1.toml
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,7 +1,9 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod bytes_field;
+mod call;
 mod channel;
 mod codec;
 pub mod compression;
@@ -27,7 +29,8 @@ pub mod iroh;
 pub mod legacy;
 pub mod well_known;
 
-pub use channel::{BreakerState, CallOptions, Channel, Transport};
+pub use call::{CallOptions, Transport};
+pub use channel::{BreakerState, Channel};
 pub use codec::{Message, WireCodec};
 pub use compression::{Compression, CompressionEncoding};
 pub use config::{Config, ConfigError, Mode, RaftTransport, TransportConfig};

@@ -308,21 +308,23 @@ impl Server {
     /// Adds an interceptor in tonic's shape, run on every call's head on gRPC and Iroh alike; an
     /// `Err` refuses the call with that status before its request message is read. Extensions it
     /// adds reach the handler. See [`Server::layer`] for the order.
-    pub fn interceptor<F>(self, f: F) -> Self
+    pub fn interceptor<F>(mut self, f: F) -> Self
     where
         F: Fn(crate::Request<()>) -> Result<crate::Request<()>, crate::Status> + Send + Sync + 'static,
     {
-        self.layer(crate::middleware::InterceptorLayer::new(f))
+        self.stack.push_check(Arc::new(f));
+        self
     }
 
     /// Adds an interceptor that may wait (a token lookup, a membership check), run on every call's
     /// head on gRPC and Iroh alike.
-    pub fn async_interceptor<F, Fut>(self, f: F) -> Self
+    pub fn async_interceptor<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(crate::Request<()>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<crate::Request<()>, crate::Status>> + Send + 'static,
     {
-        self.layer(crate::middleware::AsyncInterceptorLayer::new(f))
+        self.stack.push_async_check(Arc::new(move |req| Box::pin(f(req))));
+        self
     }
 
     /// Adds a service, served on every transport of this server.
@@ -397,7 +399,7 @@ impl Server {
                 builder = builder.tls_config(tls)?;
             }
             let methods = self.services.iter().flat_map(|s| s.methods()).map(|d| (d.path, d)).collect();
-            let setup = crate::grpc::ServeSetup { stack: self.stack.service().cloned(), methods: Arc::new(methods) };
+            let setup = crate::grpc::ServeSetup { stack: Arc::new(self.stack.clone()), methods: Arc::new(methods) };
             let router = builder
                 .http2_keepalive_interval(self.keepalive.http2_interval)
                 .http2_keepalive_timeout(self.keepalive.http2_timeout)
@@ -418,7 +420,7 @@ impl Server {
             iroh_services,
             limits: self.limits,
             max_concurrent_calls: self.max_concurrent_calls,
-            stack: self.stack.service().cloned(),
+            stack: Arc::new(self.stack),
             compression: self.compression,
             access: self.access,
             header_timeout: self.header_timeout,
@@ -446,13 +448,37 @@ pub struct ServerHandle {
     iroh_services: Vec<Arc<dyn IrohService>>,
     limits: Limits,
     max_concurrent_calls: u32,
-    stack: Option<CallService>,
+    stack: Arc<Stack>,
     compression: crate::Compression,
     access: crate::iroh::AccessControl,
     header_timeout: Duration,
     tracker: TaskTracker,
     grace: Duration,
     legacy: Vec<(Vec<u8>, crate::legacy::LegacyProtocol)>,
+}
+
+/// Dropping the handle stops everything the server started, at once and without a grace period (use
+/// [`ServerHandle::shutdown`] to let calls finish): the gRPC listener and its connections, and the
+/// Iroh endpoint with its connections (closed in the background when a tokio runtime is there).
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.grpc_stop.take() {
+            stop.cancel();
+        }
+        if let Some(task) = self.grpc_task.take() {
+            task.abort();
+        }
+        if let Some((router, protocol)) = self.iroh.take() {
+            protocol.drain();
+            // Without a runtime the router's accept loop still ends as the last handle to it drops.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = router.shutdown().await;
+                });
+            }
+        }
+        self.tracker.close();
+    }
 }
 
 impl std::fmt::Debug for ServerHandle {

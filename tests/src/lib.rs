@@ -1,6 +1,7 @@
 //! Generated code for the integration tests, the service impls they serve, and a harness that starts
 //! real servers (a tonic listener and an Iroh endpoint on 127.0.0.1) and makes channels to them.
 
+#![forbid(unsafe_code)]
 #![deny(warnings)]
 
 pub mod harness;

@@ -6,6 +6,8 @@
 //! Needs root and `nft` (the network lab of `duet_tests::lab`):
 //! `cargo run --release -p duet-bench --bin duet-lab -- --rounds 3`
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

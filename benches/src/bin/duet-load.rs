@@ -19,6 +19,8 @@
 //! Exits 1 if any call did not get exactly one answer, or the server's count of handled calls differs
 //! from the calls sent.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

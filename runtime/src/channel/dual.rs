@@ -24,13 +24,10 @@ use crate::codec::Message;
 use crate::config::TransportConfig;
 use crate::iroh::Failure;
 use crate::iroh::connector::PeerSlot;
+use crate::iroh::wire::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 use crate::method::MethodDesc;
 use crate::routing::Plan;
 use crate::{Request, Response, Status, Streaming, Transport, deadline, metrics};
-
-/// Trailer metadata the server sets on a schema-mismatch refusal.
-pub(crate) const SCHEMA_MISMATCH_KEY: &str = "duet-error";
-pub(crate) const SCHEMA_MISMATCH_VALUE: &str = "schema-mismatch";
 
 pub(crate) struct Dual {
     pub grpc: TonicChannel,

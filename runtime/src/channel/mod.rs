@@ -14,52 +14,16 @@ use tonic::transport::Channel as TonicChannel;
 
 pub use breaker::BreakerState;
 use dual::Dual;
-pub(crate) use dual::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 
+pub use crate::call::{CallOptions, Transport};
 use crate::codec::Message;
 use crate::config::{Mode, TransportConfig};
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::{Connector, Failure, InFlight};
-use crate::limits::Limits;
 use crate::method::MethodDesc;
-use crate::middleware::{CallInfo, CallService, Stack};
+use crate::middleware::stack::Check;
+use crate::middleware::{CallInfo, CallService, Plan, Stack};
 use crate::{Error, PeerAddr, Request, Response, Status, Streaming};
-
-/// Which transport carried a call. Every response from a duet client carries it in its extensions:
-///
-/// ```
-/// # fn f(resp: duet::Response<()>) {
-/// let transport = resp.extensions().get::<duet::Transport>();
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// Stock gRPC: HTTP/2 over TCP, through tonic.
-    Grpc,
-    /// duet's native wire over an Iroh QUIC connection.
-    Iroh,
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Transport::Grpc => "grpc",
-            Transport::Iroh => "iroh",
-        })
-    }
-}
-
-/// Per-client settings applied to every call (generated clients expose them as builder methods).
-#[derive(Debug, Clone, Default)]
-pub struct CallOptions {
-    /// Default deadline of every call; a shorter `grpc-timeout` on a request wins.
-    pub timeout: Option<Duration>,
-    /// Message size limits.
-    pub limits: Limits,
-    /// Message compression, as tonic's `send_compressed` and `accept_compressed` (see
-    /// [`crate::Compression`]).
-    pub compression: crate::Compression,
-}
 
 /// A client's way to a peer: over gRPC, over Iroh, or both (Dual) with the migration strategy choosing
 /// per call.
@@ -245,21 +209,23 @@ impl Channel {
     /// });
     /// # }
     /// ```
-    pub fn interceptor<F>(self, f: F) -> Self
+    pub fn interceptor<F>(mut self, f: F) -> Self
     where
         F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
     {
-        self.layer(crate::middleware::InterceptorLayer::new(f))
+        self.stack.push_check(Arc::new(f));
+        self
     }
 
     /// Adds an interceptor that may wait (fetching a token, say), run on every call's head before
     /// it leaves, on every transport.
-    pub fn async_interceptor<F, Fut>(self, f: F) -> Self
+    pub fn async_interceptor<F, Fut>(mut self, f: F) -> Self
     where
         F: Fn(Request<()>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Request<()>, Status>> + Send + 'static,
     {
-        self.layer(crate::middleware::AsyncInterceptorLayer::new(f))
+        self.stack.push_async_check(Arc::new(move |req| Box::pin(f(req))));
+        self
     }
 
     /// A unary call. Generated clients call this; you rarely need to.
@@ -271,9 +237,10 @@ impl Channel {
     ) -> Result<Response<Resp>, Status> {
         let (req, span) = self.outgoing(req, desc);
         let call = async {
-            match self.stack.service() {
-                None => self.route.unary(req, desc, opts).await,
-                Some(stack) => {
+            match self.stack.plan() {
+                Plan::Empty => self.route.unary(req, desc, opts).await,
+                Plan::Checks(checks) => self.route.unary(checked(checks, req, desc).await?, desc, opts).await,
+                Plan::Layers(stack) => {
                     let (route, opts) = (self.route.clone(), opts.clone());
                     through_stack(stack, req, desc, move |req| async move { route.unary(req, desc, &opts).await }).await
                 }
@@ -292,9 +259,12 @@ impl Channel {
         let (req, span) = self.outgoing(req, desc);
         let call =
             async {
-                match self.stack.service() {
-                    None => self.route.server_streaming(req, desc, opts).await,
-                    Some(stack) => {
+                match self.stack.plan() {
+                    Plan::Empty => self.route.server_streaming(req, desc, opts).await,
+                    Plan::Checks(checks) => {
+                        self.route.server_streaming(checked(checks, req, desc).await?, desc, opts).await
+                    }
+                    Plan::Layers(stack) => {
                         let (route, opts) = (self.route.clone(), opts.clone());
                         through_stack(stack, req, desc, move |req| async move {
                             route.server_streaming(req, desc, &opts).await
@@ -321,9 +291,12 @@ impl Channel {
         let (req, span) = self.outgoing(req, desc);
         let call =
             async {
-                match self.stack.service() {
-                    None => self.route.client_streaming(req, desc, opts).await,
-                    Some(stack) => {
+                match self.stack.plan() {
+                    Plan::Empty => self.route.client_streaming(req, desc, opts).await,
+                    Plan::Checks(checks) => {
+                        self.route.client_streaming(checked(checks, req, desc).await?, desc, opts).await
+                    }
+                    Plan::Layers(stack) => {
                         let (route, opts) = (self.route.clone(), opts.clone());
                         through_stack(stack, req, desc, move |req| async move {
                             route.client_streaming(req, desc, &opts).await
@@ -349,9 +322,10 @@ impl Channel {
     {
         let (req, span) = self.outgoing(req, desc);
         let call = async {
-            match self.stack.service() {
-                None => self.route.bidi(req, desc, opts).await,
-                Some(stack) => {
+            match self.stack.plan() {
+                Plan::Empty => self.route.bidi(req, desc, opts).await,
+                Plan::Checks(checks) => self.route.bidi(checked(checks, req, desc).await?, desc, opts).await,
+                Plan::Layers(stack) => {
                     let (route, opts) = (self.route.clone(), opts.clone());
                     through_stack(stack, req, desc, move |req| async move { route.bidi(req, desc, &opts).await }).await
                 }
@@ -384,6 +358,15 @@ impl Channel {
 async fn traced<T>(span: tracing::Span, call: impl Future<Output = T>) -> T {
     use tracing::Instrument;
     if span.is_disabled() { call.await } else { call.instrument(span).await }
+}
+
+/// Runs the channel's interceptors on a call's head; the body waits aside.
+async fn checked<B>(checks: &[Check], req: Request<B>, desc: &'static MethodDesc) -> Result<Request<B>, Status> {
+    let (metadata, mut extensions, body) = req.into_parts();
+    extensions.insert(CallInfo { path: desc.path.into(), transport: None });
+    let head = crate::middleware::check(checks, Request::from_parts(metadata, extensions, ())).await?;
+    let (metadata, extensions, ()) = head.into_parts();
+    Ok(Request::from_parts(metadata, extensions, body))
 }
 
 /// Runs a client call's head through the channel's middleware, down to `route`; the request body

@@ -22,6 +22,7 @@
 //! Unknown keys and wrong types are errors that name the key (serde with `deny_unknown_fields`, located
 //! by toml); contradictions are caught by [`TransportConfig::validate`] and name both keys and the fix.
 
+pub(crate) mod defaults;
 mod validate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -179,10 +180,10 @@ pub struct IrohConfig {
     /// Endpoint ids (64 hex digits) allowed to connect; empty allows every peer.
     pub allowed_peers: Vec<String>,
     /// How long a QUIC connection may hear nothing from its peer before it is declared dead, in
-    /// milliseconds (default 15000; see [`crate::iroh::endpoint::IDLE_TIMEOUT`]).
+    /// milliseconds (default 15000; see [`defaults::IDLE_TIMEOUT`]).
     pub idle_timeout_ms: u64,
     /// QUIC receive window per stream (per call), bytes: how much one call may have in flight
-    /// unacknowledged (default and most 1 MiB; see [`crate::iroh::endpoint::STREAM_RECEIVE_WINDOW`]).
+    /// unacknowledged (default and most 1 MiB; see [`defaults::STREAM_RECEIVE_WINDOW`]).
     pub stream_receive_window: u32,
     /// QUIC receive window per connection (all calls to one peer together), bytes (default 16 MiB).
     pub receive_window: u32,
@@ -190,7 +191,7 @@ pub struct IrohConfig {
     /// (window ≥ bandwidth × round-trip time).
     pub send_window: u64,
     /// Interval of QUIC keep-alive packets on an idle connection, in milliseconds (default 2500; see
-    /// [`crate::iroh::endpoint::KEEP_ALIVE`]): keeps NAT mappings open and lets a peer's silence be
+    /// [`defaults::KEEP_ALIVE`]): keeps NAT mappings open and lets a peer's silence be
     /// noticed. At most a third of `idle_timeout_ms`.
     pub keepalive_interval_ms: u64,
 }
@@ -207,11 +208,11 @@ impl Default for IrohConfig {
             address_lookup: false,
             connect_timeout_ms: 5_000,
             allowed_peers: vec![],
-            idle_timeout_ms: crate::iroh::endpoint::IDLE_TIMEOUT.as_millis() as u64,
-            stream_receive_window: crate::iroh::endpoint::STREAM_RECEIVE_WINDOW,
-            receive_window: crate::iroh::endpoint::RECEIVE_WINDOW,
-            send_window: u64::from(crate::iroh::endpoint::RECEIVE_WINDOW),
-            keepalive_interval_ms: crate::iroh::endpoint::KEEP_ALIVE.as_millis() as u64,
+            idle_timeout_ms: defaults::IDLE_TIMEOUT.as_millis() as u64,
+            stream_receive_window: defaults::STREAM_RECEIVE_WINDOW,
+            receive_window: defaults::RECEIVE_WINDOW,
+            send_window: u64::from(defaults::RECEIVE_WINDOW),
+            keepalive_interval_ms: defaults::KEEP_ALIVE.as_millis() as u64,
         }
     }
 }

@@ -125,7 +125,7 @@ impl TransportConfig {
                 return Err(ConfigError::new(key, "is 0; give a positive number of milliseconds, or remove the key"));
             }
         }
-        let stream_max = crate::iroh::endpoint::STREAM_RECEIVE_WINDOW;
+        let stream_max = super::defaults::STREAM_RECEIVE_WINDOW;
         if !(16 * 1024..=stream_max).contains(&self.iroh.stream_receive_window) {
             return Err(ConfigError::new(
                 "transport.iroh.stream_receive_window",

@@ -8,7 +8,7 @@ use tonic::transport::Channel as TonicChannel;
 use tonic_prost::ProstCodec;
 
 use super::cancel::CancelChannel;
-use crate::channel::CallOptions;
+use crate::call::CallOptions;
 use crate::codec::Message;
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;

@@ -19,7 +19,7 @@ use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
 use crate::method::MethodDesc;
-use crate::middleware::{BoxError, CallInfo, CallService, into_status, run};
+use crate::middleware::{BoxError, CallInfo, Plan, Stack, check, into_status, run};
 use crate::observe::{Served, serve_span};
 use crate::{Request, Response, Status, Trailers, Transport};
 
@@ -57,7 +57,7 @@ pub(crate) fn fix_size_limit_status(status: tonic::Status) -> tonic::Status {
 #[derive(Clone, Default)]
 pub(crate) struct ServeSetup {
     /// The user's middleware; `None` when there is none.
-    pub stack: Option<CallService>,
+    pub stack: Arc<Stack>,
     /// duet's own methods by path, for metric labels without an allocation per call.
     pub methods: Arc<HashMap<&'static str, &'static MethodDesc>>,
 }
@@ -112,18 +112,38 @@ where
         let (mut parts, body) = req.into_parts();
         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
         let span = serve_span(parts.uri.path(), Transport::Grpc, &metadata, &mut parts.extensions);
-        let call = match &self.setup.stack {
-            None => {
+        let path = || match self.setup.methods.get(parts.uri.path()) {
+            Some(desc) => std::borrow::Cow::Borrowed(desc.path),
+            None => parts.uri.path().to_owned().into(),
+        };
+        let call = match self.setup.stack.plan() {
+            Plan::Empty => {
                 parts.headers = metadata.into_headers();
                 let fut = inner.oneshot(http::Request::from_parts(parts, body));
                 Box::pin(async move { fut.await.map(|resp| finish(resp, served)) }) as ResponseFuture<S::Error>
             }
-            Some(stack) => {
+            Plan::Checks(_) => {
+                let path = path();
+                let stack = self.setup.stack.clone();
+                let mut extensions = std::mem::take(&mut parts.extensions);
+                extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
+                let head = Request::from_parts(metadata, extensions, ());
+                Box::pin(async move {
+                    match check(stack.checks(), head).await {
+                        Ok(head) => {
+                            let (metadata, extensions, ()) = head.into_parts();
+                            parts.headers = metadata.into_headers();
+                            parts.extensions = extensions;
+                            let resp = inner.oneshot(http::Request::from_parts(parts, body)).await?;
+                            Ok(finish(resp, served))
+                        }
+                        Err(status) => Ok(finish(status.into_http(), served)),
+                    }
+                })
+            }
+            Plan::Layers(stack) => {
                 let stack = stack.clone();
-                let path = match self.setup.methods.get(parts.uri.path()) {
-                    Some(desc) => desc.path.into(),
-                    None => parts.uri.path().to_owned().into(),
-                };
+                let path = path();
                 let mut extensions = std::mem::take(&mut parts.extensions);
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());

@@ -17,7 +17,7 @@ use super::frame_buf::FrameBuf;
 use super::recv::{self, AbortOnDrop, Frames, IrohStream, Role};
 use super::send::FrameSender;
 use super::wire::{RequestHeader, ResponseHeader};
-use crate::channel::CallOptions;
+use crate::call::CallOptions;
 use crate::codec::{Message, WireCodec};
 use crate::compression::{Compression, CompressionEncoding};
 use crate::method::MethodDesc;

@@ -7,23 +7,12 @@ use std::time::Duration;
 use iroh::endpoint::{BindError, Builder, PortmapperConfig, QuicTransportConfig, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey};
 
-/// Per-stream receive window. Not larger: noq (iroh's QUIC stack) keeps at most 1024 out-of-order
-/// pieces per stream and kills the whole connection ("too many gaps in stream buffer") past that,
-/// which an 8 MiB window under loss reached in `duet-bench`; 1 MiB (about 900 packets) cannot.
-pub const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
-/// Connection receive window: room for many streams in flight at once.
-pub const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+pub use crate::config::defaults::{IDLE_TIMEOUT, KEEP_ALIVE, RECEIVE_WINDOW, STREAM_RECEIVE_WINDOW};
+
 /// Concurrent streams a peer may open on a connection before duet's server sets its own limit
 /// (`Server::max_concurrent_calls_per_connection`) on the connection.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
-/// How long a connection may go without hearing from the peer before it is declared dead (default of
-/// `[transport.iroh] idle_timeout_ms`). A peer process that dies sends no goodbye over UDP, and a
-/// restarted one cannot reset the old connection, so until this passes every call on it waits out
-/// its deadline: QUIC's usual 30 s is too long for a cluster whose calls fall back or fail over.
-/// 15 s is iroh's own idle limit for a direct path; peers reached only through a relay may want
-/// 30 s, iroh's limit for relay paths, to ride out a relay restart.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Bytes of QUIC DATAGRAMs a connection keeps unread. duet sends none but the one-byte liveness
 /// probes of a silent connection (see [`crate::iroh::silence_bound`]), which its server reads and
 /// drops; the bound keeps a peer that never reads them from holding more.
@@ -33,9 +22,6 @@ pub const DATAGRAM_RECEIVE_BUFFER: usize = 1024;
 /// restarts while a connect is in flight is found seconds late; from 100 ms the retries come
 /// after about 0.3, 0.9 and 2.1 s. A path slower than that only resends a handshake packet early.
 pub const INITIAL_RTT: Duration = Duration::from_millis(100);
-/// Interval of keep-alive packets on an idle connection (default of `[transport.iroh]
-/// keepalive_interval_ms`).
-pub const KEEP_ALIVE: Duration = Duration::from_millis(2_500);
 
 /// The QUIC transport settings duet uses: a connection window for many concurrent streams, a stream
 /// window as large as the QUIC stack allows safely, room for 1024 concurrent calls per connection,

@@ -29,7 +29,7 @@ use crate::codec::{Message, WireCodec};
 use crate::compression::{Compression, CompressionEncoding};
 use crate::limits::Limits;
 use crate::method::MethodDesc;
-use crate::middleware::{CallInfo, CallService};
+use crate::middleware::{CallInfo, CallService, Plan, Stack};
 use crate::observe::{Served, serve_span};
 use crate::peer::IrohPeer;
 use crate::{BoxStream, Request, Response, Status, Streaming, Trailers, Transport, deadline, metadata_wire};
@@ -98,7 +98,7 @@ pub struct ServerCall {
     peer: EndpointId,
     header_timeout: Duration,
     drained: CancellationToken,
-    stack: Option<CallService>,
+    stack: Arc<Stack>,
     /// The encoding of the request's compressed messages (its `grpc-encoding`).
     inbound: Option<CompressionEncoding>,
     /// The encoding the response is compressed with, if the client accepts the server's.
@@ -292,8 +292,8 @@ impl ServerCall {
             if fingerprint != desc.fingerprint {
                 let mut md = MetadataMap::new();
                 md.insert(
-                    crate::channel::SCHEMA_MISMATCH_KEY,
-                    crate::channel::SCHEMA_MISMATCH_VALUE.parse().expect("ASCII metadata value"),
+                    super::wire::SCHEMA_MISMATCH_KEY,
+                    super::wire::SCHEMA_MISMATCH_VALUE.parse().expect("ASCII metadata value"),
                 );
                 let status = Status::with_metadata(
                     tonic::Code::FailedPrecondition,
@@ -309,9 +309,18 @@ impl ServerCall {
                 return;
             }
             let work = async move {
-                match stack {
-                    None => make(frames, metadata, ext).await,
-                    Some(stack) => through_stack(stack, desc.path, frames, metadata, ext, make).await,
+                match stack.plan() {
+                    Plan::Empty => make(frames, metadata, ext).await,
+                    Plan::Checks(checks) => {
+                        let mut ext = ext;
+                        ext.insert(CallInfo { path: desc.path.into(), transport: Some(Transport::Iroh) });
+                        let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
+                        let (metadata, ext, ()) = head.into_parts();
+                        make(frames, metadata, ext).await
+                    }
+                    Plan::Layers(service) => {
+                        through_stack(service.clone(), desc.path, frames, metadata, ext, make).await
+                    }
                 }
             };
             let stopped = send.stream().stopped();
@@ -450,7 +459,7 @@ pub(crate) struct Registry {
     drained: CancellationToken,
     access: AccessControl,
     header_timeout: Duration,
-    stack: Option<CallService>,
+    stack: Arc<Stack>,
     compression: Compression,
 }
 
@@ -461,7 +470,7 @@ pub(crate) struct CallSettings {
     pub max_concurrent_calls: u32,
     pub access: AccessControl,
     pub header_timeout: Duration,
-    pub stack: Option<CallService>,
+    pub stack: Arc<Stack>,
     pub compression: Compression,
 }
 

@@ -39,6 +39,12 @@ pub struct Trailer {
     pub metadata: Vec<Entry>,
 }
 
+/// Trailer metadata key a server sets when it refuses a call for a schema mismatch
+/// (`FAILED_PRECONDITION`, before any handler runs), so a Dual client knows the call may go over gRPC.
+pub const SCHEMA_MISMATCH_KEY: &str = "duet-error";
+/// The value of [`SCHEMA_MISMATCH_KEY`] on such a refusal.
+pub const SCHEMA_MISMATCH_VALUE: &str = "schema-mismatch";
+
 /// Encodes a header or trailer body.
 pub fn encode<T: Serialize>(value: &T) -> Bytes {
     // Header types hold only strings, bytes and integers: serialising them cannot fail.

@@ -12,11 +12,11 @@ use crate::{Request, Response, Status};
 
 /// A layer that runs `f` on every call's head before the call goes on; an `Err` ends the call with
 /// that status (tonic's `Interceptor`, on both transports).
-pub struct InterceptorLayer<F> {
+pub struct InterceptorLayer<F: ?Sized> {
     f: Arc<F>,
 }
 
-impl<F> Clone for InterceptorLayer<F> {
+impl<F: ?Sized> Clone for InterceptorLayer<F> {
     fn clone(&self) -> Self {
         Self { f: self.f.clone() }
     }
@@ -32,7 +32,14 @@ where
     }
 }
 
-impl<F> std::fmt::Debug for InterceptorLayer<F> {
+impl<F: ?Sized> InterceptorLayer<F> {
+    /// Wraps a shared `f`.
+    pub(crate) fn from_arc(f: Arc<F>) -> Self {
+        Self { f }
+    }
+}
+
+impl<F: ?Sized> std::fmt::Debug for InterceptorLayer<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("InterceptorLayer")
     }
@@ -40,7 +47,7 @@ impl<F> std::fmt::Debug for InterceptorLayer<F> {
 
 impl<F> Layer<CallService> for InterceptorLayer<F>
 where
-    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + ?Sized + 'static,
 {
     type Service = Intercepted<F>;
 
@@ -50,12 +57,12 @@ where
 }
 
 /// The service an [`InterceptorLayer`] makes.
-pub struct Intercepted<F> {
+pub struct Intercepted<F: ?Sized> {
     f: Arc<F>,
     inner: CallService,
 }
 
-impl<F> Clone for Intercepted<F> {
+impl<F: ?Sized> Clone for Intercepted<F> {
     fn clone(&self) -> Self {
         Self { f: self.f.clone(), inner: self.inner.clone() }
     }
@@ -63,7 +70,7 @@ impl<F> Clone for Intercepted<F> {
 
 impl<F> Service<Request<()>> for Intercepted<F>
 where
-    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + 'static,
+    F: Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync + ?Sized + 'static,
 {
     type Response = Response<()>;
     type Error = Status;

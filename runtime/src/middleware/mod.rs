@@ -38,13 +38,13 @@
 //! ```
 
 mod interceptor;
-mod stack;
+pub(crate) mod stack;
 pub mod trace;
 
 use std::time::Duration;
 
 pub use interceptor::{AsyncIntercepted, AsyncInterceptorLayer, Intercepted, InterceptorLayer};
-pub(crate) use stack::{Body, Stack, run};
+pub(crate) use stack::{Body, Plan, Stack, check, run};
 pub use trace::TraceContext;
 
 use crate::{Request, Response, Status, Transport};

@@ -13,11 +13,36 @@ use crate::{Request, Response, Status};
 
 type Wrap = Arc<dyn Fn(CallService) -> CallService + Send + Sync>;
 
+/// A synchronous interceptor, shared between its fast path and its layer.
+pub(crate) type SyncCheck = Arc<dyn Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync>;
+/// An async interceptor, its future boxed.
+pub(crate) type AsyncCheck = Arc<dyn Fn(Request<()>) -> BoxFuture<'static, Result<Request<()>, Status>> + Send + Sync>;
+
+/// An interceptor as the fast path runs it.
+#[derive(Clone)]
+pub(crate) enum Check {
+    Sync(SyncCheck),
+    Async(AsyncCheck),
+}
+
 /// Layers in the order they were added, and the service they make around the call's own end.
 #[derive(Clone, Default)]
 pub(crate) struct Stack {
     layers: Vec<Wrap>,
+    /// The interceptors, while nothing but interceptors was added: a call then runs them in turn
+    /// on its head, with none of a tower stack's boxing.
+    checks: Option<Vec<Check>>,
     built: Option<CallService>,
+}
+
+/// How a call passes its middleware.
+pub(crate) enum Plan<'a> {
+    /// There is none.
+    Empty,
+    /// Interceptors only, run in turn on the head.
+    Checks(&'a [Check]),
+    /// A tower stack, down to the call's continuation.
+    Layers(&'a CallService),
 }
 
 impl fmt::Debug for Stack {
@@ -35,6 +60,17 @@ impl Stack {
         <L::Service as Service<Request<()>>>::Error: Into<BoxError>,
         <L::Service as Service<Request<()>>>::Future: Send + 'static,
     {
+        self.checks = None;
+        self.wrap(layer);
+    }
+
+    fn wrap<L>(&mut self, layer: L)
+    where
+        L: Layer<CallService> + Send + Sync + 'static,
+        L::Service: Service<Request<()>, Response = Response<()>> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request<()>>>::Error: Into<BoxError>,
+        <L::Service as Service<Request<()>>>::Future: Send + 'static,
+    {
         self.layers.push(Arc::new(move |inner| {
             CallService::new(
                 layer.layer(inner).map_err(|e: <L::Service as Service<Request<()>>>::Error| into_status(e.into())),
@@ -44,11 +80,56 @@ impl Stack {
         self.built = Some(self.layers.iter().rev().fold(end, |inner, wrap| wrap(inner)));
     }
 
-    /// The built stack, or `None` when no layer was added (calls then skip it entirely).
-    pub fn service(&self) -> Option<&CallService> {
-        self.built.as_ref()
+    /// Adds a synchronous interceptor inside the ones already added.
+    pub fn push_check(&mut self, check: SyncCheck) {
+        let first = self.built.is_none();
+        self.wrap(super::InterceptorLayer::from_arc(check.clone()));
+        self.add_check(first, Check::Sync(check));
+    }
+
+    /// Adds an async interceptor inside the ones already added.
+    pub fn push_async_check(&mut self, check: AsyncCheck) {
+        let first = self.built.is_none();
+        let layer_check = check.clone();
+        self.wrap(super::AsyncInterceptorLayer::new(move |req| layer_check(req)));
+        self.add_check(first, Check::Async(check));
+    }
+
+    fn add_check(&mut self, first: bool, check: Check) {
+        if first {
+            self.checks = Some(vec![check]);
+        } else if let Some(checks) = &mut self.checks {
+            checks.push(check);
+        }
+    }
+
+    /// The interceptors of a stack of nothing else (empty otherwise).
+    pub fn checks(&self) -> &[Check] {
+        self.checks.as_deref().unwrap_or(&[])
+    }
+
+    /// How calls pass this stack.
+    pub fn plan(&self) -> Plan<'_> {
+        match (&self.built, &self.checks) {
+            (None, _) => Plan::Empty,
+            (Some(_), Some(checks)) => Plan::Checks(checks),
+            (Some(stack), None) => Plan::Layers(stack),
+        }
     }
 }
+
+/// Runs interceptors in turn on a call's head; the first refusal is the call's answer.
+pub(crate) async fn check(checks: &[Check], mut head: Request<()>) -> Result<Request<()>, Status> {
+    for check in checks {
+        head = match check {
+            Check::Sync(f) => f(head)?,
+            Check::Async(f) => f(head).await?,
+        };
+    }
+    Ok(head)
+}
+
+impl Stack {}
 
 type Continue = Box<dyn FnOnce(Request<()>) -> BoxFuture<'static, Result<Response<()>, Status>> + Send>;
 

@@ -4,6 +4,8 @@
 //!
 //! `duet-test-node <grpc addr> <iroh port> <secret key file>`
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;

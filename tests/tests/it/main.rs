@@ -39,6 +39,7 @@ mod proto_cases;
 mod quic_config;
 mod readme;
 mod semantics;
+mod server_handle;
 mod slowloris;
 mod tls;
 mod wire_compat;
