@@ -1,10 +1,9 @@
 //! Frames encoded straight into one buffer, so that a unary request (header, message) or reply
 //! (header, message, trailer) costs one allocation and one write.
 //!
-//! Encoding each body to its own `Vec` and each length prefix to its own buffer took a dozen
-//! allocations per small call, more than the raw QUIC echo's whole per-call count (see
-//! BENCHMARKS.md, "CPU cost per call"). A large `bytes` field is the exception: it goes to the
-//! stream as a chunk of its own, uncopied (see [`crate::bytes_field`]).
+//! A body per `Vec` and a length prefix per buffer would cost a dozen allocations per small call,
+//! more than a raw QUIC echo's whole per-call count. A large `bytes` field is the exception: it goes
+//! to the stream as a chunk of its own, uncopied (see [`crate::bytes_field`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;

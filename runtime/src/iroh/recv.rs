@@ -19,9 +19,9 @@ use crate::compression::CompressionEncoding;
 pub(crate) type Frames = FramedRead<RecvStream, FrameDecoder>;
 
 pub(crate) fn frames(recv: RecvStream, max_message: usize) -> Frames {
-    // tokio-util's default 8 KiB buffer: a smaller one (512 B was tried) is also what every later
-    // buffer of the stream starts from once a frame is split off, and a 64 KiB stream of messages
-    // then took several reads (each through the connection's lock) to find each frame's length.
+    // tokio-util's default 8 KiB buffer: every later buffer of the stream starts from its size once
+    // a frame is split off, and a smaller one makes a stream of large messages take several reads
+    // (each through the connection's lock) to find each frame's length.
     FramedRead::new(recv, FrameDecoder::new(max_message))
 }
 
