@@ -164,7 +164,7 @@ pub fn frame_seeds() -> Vec<Vec<u8>> {
         path: "/node.v1.Health/Check".into(),
         metadata: vec![entry("x-request-id", b"42")],
         timeout_micros: Some(1_000_000),
-        fingerprint: duet::PROTOBUF_FINGERPRINT,
+        fingerprint: duet::__codegen::PROTOBUF_FINGERPRINT,
     });
     let mut call = encode_frame(FrameKind::RequestHeader, &header).to_vec();
     call.extend_from_slice(&encode_frame(FrameKind::Message, b"\x08\x01"));

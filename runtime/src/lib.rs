@@ -33,7 +33,7 @@ pub use call::{CallOptions, Transport};
 pub use channel::{BreakerState, Channel};
 pub use codec::{Message, WireCodec};
 pub use compression::{Compression, CompressionEncoding};
-pub use config::{Config, ConfigError, Mode, RaftTransport, TransportConfig};
+pub use config::{Config, ConfigError, Mode, RaftTransport, ServiceRoute, TransportConfig};
 pub use error::Error;
 pub use limits::{DEFAULT_MAX_DECODING_MESSAGE_SIZE, Limits};
 pub use method::{MethodDesc, MethodKind};
@@ -45,10 +45,6 @@ pub use trailers::Trailers;
 
 /// tonic's request, response, status and metadata types, used unchanged so tonic code ports as is.
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, metadata};
-
-/// The fingerprint every method of a service using the protobuf codec on Iroh carries: protobuf
-/// tolerates schema change, so there is nothing to compare.
-pub const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566; // "protobuf"
 
 /// Includes the code `duet-codegen` generated for a proto package, from `OUT_DIR`.
 ///
@@ -80,10 +76,17 @@ macro_rules! include_protos {
     };
 }
 
-/// What generated code refers to, so a user's crate needs only `duet` as a dependency.
+/// What generated code refers to, so a user's crate needs only `duet` as a dependency. Not a
+/// stable API.
 #[doc(hidden)]
 pub mod __codegen {
     pub use futures_util::future::BoxFuture;
+
+    pub use crate::iroh::server::{IrohService, ServerCall};
+
+    /// The fingerprint every method of a service using the protobuf codec on Iroh carries: protobuf
+    /// tolerates schema change, so there is nothing to compare.
+    pub const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566; // "protobuf"
     pub use prost;
     pub use serde;
     pub use tonic;

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::Transport;
-use crate::config::{Mode, RaftTransport, TransportConfig};
+use crate::config::{Mode, RaftTransport, ServiceRoute, TransportConfig};
 
 /// How calls of one service are routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,18 +41,41 @@ impl TransportConfig {
         let (plan, reason) = match self.mode {
             Mode::Grpc => (Plan::Only(Transport::Grpc), "mode_grpc"),
             Mode::Iroh => (Plan::Only(Transport::Iroh), "mode_iroh"),
-            Mode::Dual if service == m.raft_service => match m.raft_transport {
-                RaftTransport::AlwaysGrpc => (Plan::Only(Transport::Grpc), "raft_always_grpc"),
-                RaftTransport::AlwaysIroh => (Plan::First { transport: Transport::Iroh, fallback }, "raft_always_iroh"),
-                RaftTransport::Adaptive => (Plan::Adaptive { fallback }, "raft_adaptive"),
+            Mode::Dual => match self.table_route(service) {
+                Some((route, reason)) => (route.plan(fallback), reason),
+                None => self.list_route(service),
             },
-            Mode::Dual if m.adaptive_for.iter().any(|s| s == service) => (Plan::Adaptive { fallback }, "adaptive_for"),
-            Mode::Dual if m.prefer_iroh_for.iter().any(|s| s == service) => {
-                (Plan::First { transport: Transport::Iroh, fallback }, "prefer_iroh_for")
-            }
-            Mode::Dual => (Plan::Only(Transport::Grpc), "default_grpc"),
         };
         Route { plan, reason }
+    }
+
+    /// The service's entry in the route table: `routes`, or `raft_transport` for `raft_service`.
+    fn table_route(&self, service: &str) -> Option<(ServiceRoute, &'static str)> {
+        let m = &self.migration;
+        if let Some(route) = m.routes.get(service) {
+            return Some((*route, "routes"));
+        }
+        (service == m.raft_service).then(|| {
+            let reason = match m.raft_transport {
+                RaftTransport::AlwaysGrpc => "raft_always_grpc",
+                RaftTransport::AlwaysIroh => "raft_always_iroh",
+                RaftTransport::Adaptive => "raft_adaptive",
+            };
+            (m.raft_transport.into(), reason)
+        })
+    }
+
+    /// A Dual-mode service not in the table: by `adaptive_for` and `prefer_iroh_for`, else gRPC.
+    fn list_route(&self, service: &str) -> (Plan, &'static str) {
+        let m = &self.migration;
+        let fallback = m.fallback_to_grpc;
+        match () {
+            () if m.adaptive_for.iter().any(|s| s == service) => (Plan::Adaptive { fallback }, "adaptive_for"),
+            () if m.prefer_iroh_for.iter().any(|s| s == service) => {
+                (Plan::First { transport: Transport::Iroh, fallback }, "prefer_iroh_for")
+            }
+            () => (Plan::Only(Transport::Grpc), "default_grpc"),
+        }
     }
 
     /// A table of the routes of these services, for operators (`duet-node --check-config`).
@@ -80,9 +103,20 @@ fn explain(reason: &str) -> &'static str {
         "raft_always_grpc" => "the Raft service; raft_transport = \"always_grpc\"",
         "raft_always_iroh" => "the Raft service; raft_transport = \"always_iroh\"",
         "raft_adaptive" => "the Raft service; raft_transport = \"adaptive\" (per peer, by latency and errors)",
+        "routes" => "its entry in [transport.migration.routes]",
         "adaptive_for" => "listed in adaptive_for (per peer, by latency and errors)",
         "prefer_iroh_for" => "listed in prefer_iroh_for",
         _ => "dual mode: services not in prefer_iroh_for stay on gRPC",
+    }
+}
+
+impl ServiceRoute {
+    fn plan(self, fallback: bool) -> Plan {
+        match self {
+            ServiceRoute::Grpc => Plan::Only(Transport::Grpc),
+            ServiceRoute::Iroh => Plan::First { transport: Transport::Iroh, fallback },
+            ServiceRoute::Adaptive => Plan::Adaptive { fallback },
+        }
     }
 }
 

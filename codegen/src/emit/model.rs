@@ -129,7 +129,7 @@ impl ServiceModel {
     }
 }
 
-/// Must equal `duet::PROTOBUF_FINGERPRINT`.
+/// Must equal `duet::__codegen::PROTOBUF_FINGERPRINT`.
 pub(crate) const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566;
 
 impl MethodModel {

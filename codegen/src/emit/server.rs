@@ -46,13 +46,13 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
 
     let iroh_fn = if s.iroh {
         quote! {
-            fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::iroh::IrohService>> {
+            fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::__codegen::IrohService>> {
                 ::core::option::Option::Some(::std::sync::Arc::new(self.clone()))
             }
         }
     } else {
         quote! {
-            fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::iroh::IrohService>> {
+            fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::__codegen::IrohService>> {
                 ::core::option::Option::None
             }
         }
@@ -74,7 +74,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     });
     let iroh_impl = s.iroh.then(|| {
         quote! {
-            impl<T: #tr> ::duet::iroh::IrohService for #server<T> {
+            impl<T: #tr> ::duet::__codegen::IrohService for #server<T> {
                 fn name(&self) -> &'static str {
                     #fq
                 }
@@ -82,7 +82,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                 fn call(
                     &self,
                     method: &str,
-                    call: ::duet::iroh::ServerCall,
+                    call: ::duet::__codegen::ServerCall,
                 ) -> ::duet::__codegen::BoxFuture<'static, ()> {
                     let inner = self.inner.clone();
                     match method {

@@ -46,7 +46,31 @@ pub enum Mode {
     Dual,
 }
 
-/// How the Raft service travels in Dual mode.
+/// How one service's calls travel in Dual mode: an entry of `[transport.migration.routes]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRoute {
+    /// gRPC only.
+    Grpc,
+    /// Iroh first, with fallback to gRPC if `fallback_to_grpc`.
+    Iroh,
+    /// Per peer, by measured latency and error rate, with fallback if `fallback_to_grpc`.
+    Adaptive,
+}
+
+impl From<RaftTransport> for ServiceRoute {
+    fn from(r: RaftTransport) -> Self {
+        match r {
+            RaftTransport::AlwaysGrpc => ServiceRoute::Grpc,
+            RaftTransport::AlwaysIroh => ServiceRoute::Iroh,
+            RaftTransport::Adaptive => ServiceRoute::Adaptive,
+        }
+    }
+}
+
+/// How the service named by `raft_service` travels in Dual mode: `raft_transport`, the key the
+/// orchestrator's config has always used, kept as a named entry of the route table (`raft_transport
+/// = "adaptive"` means `routes.raft = "adaptive"`; an entry in `routes` for the same service wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RaftTransport {
@@ -260,9 +284,13 @@ impl IrohConfig {
 pub struct MigrationConfig {
     /// Services (by config name) that go over Iroh first; the rest go over gRPC.
     pub prefer_iroh_for: Vec<String>,
-    /// How the Raft service travels.
+    /// Each service's route by config name (`grpc`, `iroh`, `adaptive`), ahead of
+    /// `prefer_iroh_for` and `adaptive_for`.
+    pub routes: std::collections::BTreeMap<String, ServiceRoute>,
+    /// The route of the service `raft_service` names, under the key this setting has always had
+    /// (see [`RaftTransport`]).
     pub raft_transport: RaftTransport,
-    /// The config name of the Raft service (default `raft`).
+    /// The config name of the service `raft_transport` routes (default `raft`).
     pub raft_service: String,
     /// Further services whose transport is chosen adaptively per peer.
     pub adaptive_for: Vec<String>,
@@ -283,6 +311,7 @@ impl Default for MigrationConfig {
     fn default() -> Self {
         Self {
             prefer_iroh_for: vec![],
+            routes: Default::default(),
             raft_transport: RaftTransport::AlwaysGrpc,
             raft_service: "raft".into(),
             adaptive_for: vec![],

@@ -161,6 +161,28 @@ impl TransportConfig {
                 "is true but transport.mode = \"iroh\" has no gRPC to fall back to; set it to false, or mode = \"dual\"",
             ));
         }
+        if self.mode == Mode::Grpc
+            && let Some((service, route)) = m.routes.iter().find(|(_, r)| **r != super::ServiceRoute::Grpc)
+        {
+            return Err(ConfigError::new(
+                format!("transport.migration.routes.{service}"),
+                format!(
+                    "is {route:?}, which needs Iroh, but transport.mode = \"grpc\"; use \"grpc\", or mode = \"dual\""
+                ),
+            ));
+        }
+        if let Some(bad) = m.routes.keys().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(ConfigError::new(
+                "transport.migration.routes",
+                format!("{bad:?} is not a service config name (snake_case, like \"health\")"),
+            ));
+        }
+        if let Some(both) = m.routes.keys().find(|s| m.prefer_iroh_for.contains(s) || m.adaptive_for.contains(s)) {
+            return Err(ConfigError::new(
+                format!("transport.migration.routes.{both}"),
+                format!("{both:?} is also in prefer_iroh_for or adaptive_for; give each service one route"),
+            ));
+        }
         if self.mode == Mode::Grpc && m.raft_transport != RaftTransport::AlwaysGrpc {
             return Err(ConfigError::new(
                 "transport.migration.raft_transport",

@@ -6,6 +6,8 @@
 
 pub mod endpoint;
 pub mod frame;
+/// Test hooks for the fuzz targets, behind the `fuzzing` feature.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 
@@ -15,17 +17,15 @@ mod frame_buf;
 mod liveness;
 pub(crate) mod recv;
 mod send;
-mod server;
+pub(crate) mod server;
 pub mod wire;
 
 pub(crate) use client::{Failure, bidi, client_streaming, open_stream, server_streaming, unary};
 pub use connector::{ConnectionState, Connector};
 pub(crate) use liveness::InFlight;
 pub use liveness::{SILENCE_FLOOR, silence_bound};
-pub use server::{
-    AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, IrohService, NOT_ALLOWED, ServerCall,
-};
-pub(crate) use server::{CallSettings, DuetProtocol, split_path};
+pub use server::{AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, NOT_ALLOWED};
+pub(crate) use server::{CallSettings, DuetProtocol, IrohService, split_path};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

@@ -119,6 +119,15 @@ fn each_mistake_names_its_key_and_the_fix() {
         ("[transport.grpc]\ntcp_keepalive_ms = 0", &["`transport.grpc.tcp_keepalive_ms`"]),
         ("[transport.grpc]\nconnect_timeout_ms = 0", &["`transport.grpc.connect_timeout_ms`", "positive"]),
         ("[transport.grpc]\nhttp2_keepalive_interval = 10", &["unknown field `http2_keepalive_interval`"]),
+        ("[transport.migration.routes]\nimages = \"tcp\"", &["unknown variant `tcp`", "grpc", "iroh", "adaptive"]),
+        (
+            "[transport]\nmode = \"grpc\"\n[transport.migration.routes]\nimages = \"iroh\"",
+            &["`transport.migration.routes.images`", "needs Iroh"],
+        ),
+        (
+            "[transport.migration]\nprefer_iroh_for = [\"images\"]\n[transport.migration.routes]\nimages = \"adaptive\"",
+            &["`transport.migration.routes.images`", "one route"],
+        ),
     ];
     for (text, needles) in cases {
         let err = error(text);
@@ -126,6 +135,30 @@ fn each_mistake_names_its_key_and_the_fix() {
             assert!(err.contains(needle), "for {text:?} the error should mention {needle:?}:\n{err}");
         }
     }
+}
+
+#[test]
+fn the_route_table_names_any_service_and_raft_transport_is_its_entry_for_raft() {
+    use duet::routing::Plan;
+    let cfg = Config::from_toml(
+        "[transport.migration]\nprefer_iroh_for = [\"health\"]\nraft_transport = \"adaptive\"\n\
+         [transport.migration.routes]\nimages = \"adaptive\"\nvm = \"iroh\"\nstatus = \"grpc\"",
+    )
+    .unwrap()
+    .transport;
+    let route = |s: &str| cfg.route(s);
+    assert_eq!(route("images").plan, Plan::Adaptive { fallback: true });
+    assert_eq!(route("images").reason, "routes");
+    assert_eq!(route("vm").plan, Plan::First { transport: duet::Transport::Iroh, fallback: true });
+    assert_eq!(route("status").plan, Plan::Only(duet::Transport::Grpc));
+    assert_eq!(route("health").reason, "prefer_iroh_for");
+    assert_eq!(route("raft").plan, Plan::Adaptive { fallback: true }, "raft_transport still routes raft");
+    // An entry in the table wins over the old key.
+    let over = Config::from_toml("[transport.migration]\nraft_transport = \"adaptive\"\nroutes = { raft = \"grpc\" }")
+        .unwrap()
+        .transport;
+    assert_eq!(over.route("raft").plan, Plan::Only(duet::Transport::Grpc));
+    assert!(over.describe_routes(["raft"]).contains("[transport.migration.routes]"));
 }
 
 #[tokio::test]

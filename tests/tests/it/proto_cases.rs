@@ -82,8 +82,11 @@ fn protobuf_codec_services_carry_the_runtimes_protobuf_fingerprint() {
     // Clock is built with iroh_codec(Protobuf) (tests/build.rs); codegen and runtime must agree.
     use duet_tests::pb::cases::b::v1::clock_methods;
     assert_eq!(clock_methods::NOW.codec, duet::WireCodec::Protobuf);
-    assert_eq!(clock_methods::NOW.fingerprint, duet::PROTOBUF_FINGERPRINT);
-    assert_ne!(duet_tests::pb::cases::b::v1::mirror_methods::REFLECT.fingerprint, duet::PROTOBUF_FINGERPRINT);
+    assert_eq!(clock_methods::NOW.fingerprint, duet::__codegen::PROTOBUF_FINGERPRINT);
+    assert_ne!(
+        duet_tests::pb::cases::b::v1::mirror_methods::REFLECT.fingerprint,
+        duet::__codegen::PROTOBUF_FINGERPRINT
+    );
 }
 
 fn inner() -> impl Strategy<Value = Inner> {
