@@ -6,6 +6,9 @@ use tonic::metadata::MetadataMap;
 
 use crate::Status;
 
+/// The metadata key of gRPC's relative deadline.
+pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
+
 /// The status of a call whose deadline passed (the message gRPC's own libraries use).
 pub(crate) fn exceeded() -> Status {
     Status::deadline_exceeded("Deadline expired before operation could complete")
@@ -17,7 +20,7 @@ pub(crate) fn from_metadata(metadata: &MetadataMap) -> Option<Duration> {
     if metadata.is_empty() {
         return None;
     }
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let value = metadata.get(GRPC_TIMEOUT)?.to_str().ok()?;
     parse_grpc_timeout(value)
 }
 
@@ -37,6 +40,72 @@ pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
+}
+
+/// When a client call must be over: computed once per call, from the request's `grpc-timeout` and
+/// the client's default, and passed down to whichever transport carries it. Each transport sends
+/// what is left of it when the request leaves, so time spent connecting, or on a first attempt that
+/// fell back, comes off what the server is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline(Option<tokio::time::Instant>);
+
+impl Deadline {
+    /// No deadline.
+    pub const NONE: Deadline = Deadline(None);
+
+    /// The deadline of a call whose request carries `metadata`, with the client's `default` timeout.
+    pub fn of(metadata: &MetadataMap, default: Option<Duration>) -> Self {
+        Self(effective(metadata, default).map(|t| tokio::time::Instant::now() + t))
+    }
+
+    /// The instant, if the call has a deadline.
+    pub fn instant(self) -> Option<tokio::time::Instant> {
+        self.0
+    }
+
+    /// What is left; zero once it has passed.
+    pub fn remaining(self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    /// Writes what is left into the request's `grpc-timeout` (what the gRPC path sends), or fails
+    /// the call if nothing is left.
+    pub fn stamp<T>(self, req: &mut tonic::Request<T>) -> Result<(), Status> {
+        match self.remaining() {
+            Some(left) if left.is_zero() => Err(exceeded()),
+            Some(left) => {
+                req.set_timeout(left);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `fut` until the deadline; past it, the call's answer is `DEADLINE_EXCEEDED`, made by
+    /// `expired`.
+    pub async fn bound<T, E>(
+        self,
+        fut: impl Future<Output = Result<T, E>>,
+        expired: impl FnOnce(Status) -> E,
+    ) -> Result<T, E> {
+        match self.0 {
+            Some(at) => tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| Err(expired(exceeded()))),
+            None => fut.await,
+        }
+    }
+}
+
+/// `grpc-timeout`'s form of a timeout: at most 8 digits, in the finest unit that fits.
+pub(crate) fn to_grpc_timeout(t: Duration) -> String {
+    const MAX: u128 = 99_999_999;
+    let nanos = t.as_nanos();
+    for (per, unit) in [(1, "n"), (1_000, "u"), (1_000_000, "m"), (1_000_000_000, "S"), (60_000_000_000, "M")] {
+        let n = nanos.div_ceil(per);
+        if n <= MAX {
+            return format!("{n}{unit}");
+        }
+    }
+    format!("{}H", nanos.div_ceil(3_600_000_000_000).min(MAX))
 }
 
 /// The effective timeout of a call: the earlier of the request's own and the client's default.
@@ -63,6 +132,23 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);
+    }
+
+    #[test]
+    fn timeouts_format_in_at_most_eight_digits_and_parse_back() {
+        for t in [
+            Duration::from_nanos(1),
+            Duration::from_micros(1500),
+            Duration::from_millis(250),
+            Duration::from_secs(7),
+            Duration::from_secs(99_999),
+            Duration::from_secs(10 * 86_400),
+        ] {
+            let text = to_grpc_timeout(t);
+            assert!(text.len() <= 9, "{text}");
+            let back = parse_grpc_timeout(&text).unwrap();
+            assert!(back >= t && back - t < t / 1000 + Duration::from_nanos(1), "{t:?} -> {text} -> {back:?}");
+        }
     }
 
     #[test]

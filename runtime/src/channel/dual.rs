@@ -22,6 +22,7 @@ use super::breaker::Breaker;
 use super::{CallOptions, Opened, explain, iroh_connect, measured};
 use crate::codec::Message;
 use crate::config::TransportConfig;
+use crate::deadline::Deadline;
 use crate::iroh::Failure;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::wire::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
@@ -60,17 +61,9 @@ fn is_schema_mismatch(s: &Status) -> bool {
         && s.metadata().get(SCHEMA_MISMATCH_KEY).is_some_and(|v| v == SCHEMA_MISMATCH_VALUE)
 }
 
-/// Gives a request what is left of its deadline after connecting or falling back, so the call as a
-/// whole keeps it rather than starting a fresh one at each stage.
-fn keep_deadline<T>(req: &mut Request<T>, timeout: Option<Duration>, started: Instant) -> Result<(), Status> {
-    if let Some(t) = timeout {
-        let left = t.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(deadline::exceeded());
-        }
-        req.set_timeout(left);
-    }
-    Ok(())
+/// `DEADLINE_EXCEEDED` once nothing is left of the call's deadline (after connecting, say).
+fn time_left(deadline: Deadline) -> Result<(), Status> {
+    if deadline.remaining().is_some_and(|left| left.is_zero()) { Err(deadline::exceeded()) } else { Ok(()) }
 }
 
 fn is_deadline<T>(result: &Result<T, Failure>) -> bool {
@@ -103,17 +96,19 @@ impl Dual {
     /// Connects (or reuses the connection) and opens a stream for a call. When the call may fall back
     /// and has a deadline, Iroh gets half of it: a peer that cannot be reached (a partition, a dead
     /// process) leaves the other half to gRPC instead of eating the whole deadline.
-    async fn connect(&self, timeout: Option<Duration>, fallback: bool) -> Result<Opened, Failure> {
-        match timeout {
+    async fn connect(&self, deadline: Deadline, fallback: bool) -> Result<Opened, Failure> {
+        match deadline.remaining() {
             Some(t) if fallback => {
                 let budget = t / 2;
-                tokio::time::timeout(budget, iroh_connect(&self.iroh, None, false)).await.unwrap_or_else(|_| {
-                    Err(Failure::NotSent(Status::unavailable(format!(
-                        "Iroh did not connect within {budget:?}, half the call's deadline"
-                    ))))
-                })
+                tokio::time::timeout(budget, iroh_connect(&self.iroh, Deadline::NONE, false)).await.unwrap_or_else(
+                    |_| {
+                        Err(Failure::NotSent(Status::unavailable(format!(
+                            "Iroh did not connect within {budget:?}, half the call's deadline"
+                        ))))
+                    },
+                )
             }
-            _ => iroh_connect(&self.iroh, timeout, !fallback).await,
+            _ => iroh_connect(&self.iroh, deadline, !fallback).await,
         }
     }
 
@@ -263,7 +258,7 @@ impl Dual {
         &self,
         req: Request<Req>,
         desc: &'static MethodDesc,
-        opts: &CallOptions,
+        deadline: Deadline,
         grpc: G,
         iroh: I,
     ) -> Result<T, Status>
@@ -278,16 +273,13 @@ impl Dual {
             Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
-        let started = Instant::now();
-        let timeout = deadline::effective(req.metadata(), opts.timeout);
         let retry = fallback.then(|| copy(&req));
         let call = async {
-            let Opened { streams, watch } = match self.connect(timeout, fallback).await {
+            let Opened { streams, watch } = match self.connect(deadline, fallback).await {
                 Ok(opened) => opened,
                 Err(failure) => return (Err(failure), false),
             };
-            let mut req = req;
-            if let Err(status) = keep_deadline(&mut req, timeout, started) {
+            if let Err(status) = time_left(deadline) {
                 return (Err(Failure::Answered(status)), false);
             }
             let result = iroh(req, streams).await.map_err(|f| explain(f, &watch));
@@ -295,9 +287,8 @@ impl Dual {
             (result, silent)
         };
         match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
-            (Attempt::FallBack(why), Some(mut retry)) => {
+            (Attempt::FallBack(why), Some(retry)) => {
                 self.fall_back(desc, why);
-                keep_deadline(&mut retry, timeout, started)?;
                 self.on_grpc(desc, why, grpc(retry)).await
             }
             (Attempt::Done(result), _) => result,
@@ -311,7 +302,7 @@ impl Dual {
         &self,
         req: Request<S>,
         desc: &'static MethodDesc,
-        opts: &CallOptions,
+        deadline: Deadline,
         grpc: G,
         iroh: I,
     ) -> Result<T, Status>
@@ -327,16 +318,13 @@ impl Dual {
         };
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
-        let timeout = deadline::effective(req.metadata(), opts.timeout);
         let span = tracing::debug_span!("duet.attempt", path = desc.path, transport = "iroh", reason);
-        let stream = match self.connect(timeout, fallback).instrument(span.clone()).await {
+        let stream = match self.connect(deadline, fallback).instrument(span.clone()).await {
             Ok(stream) => stream,
             Err(failure) => {
                 return match self.judge(desc, started, Err::<(), _>(failure), fallback, false, false) {
                     Attempt::FallBack(why) => {
                         self.fall_back(desc, why);
-                        let mut req = req;
-                        keep_deadline(&mut req, timeout, started)?;
                         self.on_grpc(desc, why, grpc(req)).await
                     }
                     Attempt::Done(result) => Err(result.expect_err("judged a failure")),
@@ -345,8 +333,7 @@ impl Dual {
         };
         // The request stream is consumed from here on: the call is judged as a whole, with no fallback.
         let Opened { streams, watch } = stream;
-        let mut req = req;
-        let result = match keep_deadline(&mut req, timeout, started) {
+        let result = match time_left(deadline) {
             Ok(()) => iroh(streams, req).instrument(span).await.map_err(|f| explain(f, &watch)),
             Err(status) => Err(Failure::Answered(status)),
         };
@@ -362,10 +349,11 @@ impl Dual {
         req: Request<Req>,
         desc: &'static MethodDesc,
         opts: &CallOptions,
+        deadline: Deadline,
     ) -> Result<Response<Resp>, Status> {
-        let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts);
-        let iroh = |r, streams| crate::iroh::unary(streams, r, desc, opts);
-        self.replayable(req, desc, opts, grpc, iroh).await
+        let grpc = |r| crate::grpc::unary(&self.grpc, r, desc, opts, deadline);
+        let iroh = |r, streams| crate::iroh::unary(streams, r, desc, opts, deadline);
+        self.replayable(req, desc, deadline, grpc, iroh).await
     }
 
     pub async fn server_streaming<Req: Message, Resp: Message>(
@@ -373,10 +361,11 @@ impl Dual {
         req: Request<Req>,
         desc: &'static MethodDesc,
         opts: &CallOptions,
+        deadline: Deadline,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts);
-        let iroh = |r, streams| crate::iroh::server_streaming(streams, r, desc, opts);
-        self.replayable(req, desc, opts, grpc, iroh).await
+        let grpc = |r| crate::grpc::server_streaming(&self.grpc, r, desc, opts, deadline);
+        let iroh = |r, streams| crate::iroh::server_streaming(streams, r, desc, opts, deadline);
+        self.replayable(req, desc, deadline, grpc, iroh).await
     }
 
     pub async fn client_streaming<S, Req, Resp>(
@@ -384,15 +373,16 @@ impl Dual {
         req: Request<S>,
         desc: &'static MethodDesc,
         opts: &CallOptions,
+        deadline: Deadline,
     ) -> Result<Response<Resp>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: Message,
         Resp: Message,
     {
-        let grpc = |r| crate::grpc::client_streaming(&self.grpc, r, desc, opts);
-        let iroh = |stream, r| crate::iroh::client_streaming(stream, r, desc, opts);
-        self.one_shot(req, desc, opts, grpc, iroh).await
+        let grpc = |r| crate::grpc::client_streaming(&self.grpc, r, desc, opts, deadline);
+        let iroh = |stream, r| crate::iroh::client_streaming(stream, r, desc, opts, deadline);
+        self.one_shot(req, desc, deadline, grpc, iroh).await
     }
 
     pub async fn bidi<S, Req, Resp>(
@@ -400,14 +390,15 @@ impl Dual {
         req: Request<S>,
         desc: &'static MethodDesc,
         opts: &CallOptions,
+        deadline: Deadline,
     ) -> Result<Response<Streaming<Resp>>, Status>
     where
         S: Stream<Item = Req> + Send + 'static,
         Req: Message,
         Resp: Message,
     {
-        let grpc = |r| crate::grpc::bidi(&self.grpc, r, desc, opts);
-        let iroh = |stream, r| crate::iroh::bidi(stream, r, desc, opts);
-        self.one_shot(req, desc, opts, grpc, iroh).await
+        let grpc = |r| crate::grpc::bidi(&self.grpc, r, desc, opts, deadline);
+        let iroh = |stream, r| crate::iroh::bidi(stream, r, desc, opts, deadline);
+        self.one_shot(req, desc, deadline, grpc, iroh).await
     }
 }

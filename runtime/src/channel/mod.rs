@@ -2,13 +2,13 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 mod adaptive;
 mod breaker;
 mod dual;
 
 use futures_util::Stream;
+use futures_util::future::Either;
 use iroh::EndpointAddr;
 use tonic::transport::Channel as TonicChannel;
 
@@ -18,6 +18,7 @@ use dual::Dual;
 pub use crate::call::{CallOptions, Transport};
 use crate::codec::Message;
 use crate::config::{Mode, TransportConfig};
+use crate::deadline::Deadline;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::{Connector, Failure, InFlight};
 use crate::method::MethodDesc;
@@ -79,18 +80,13 @@ pub(crate) struct Opened {
 /// Connects (or reuses the connection) and opens the call's stream, within the call's deadline: a
 /// deadline that passes here is the call's final answer, not a reason to try elsewhere. With `wait`
 /// false, a peer known to be unreachable is not waited for (see [`PeerSlot::connection`]).
-async fn iroh_connect(slot: &PeerSlot, timeout: Option<Duration>, wait: bool) -> Result<Opened, Failure> {
+async fn iroh_connect(slot: &PeerSlot, deadline: Deadline, wait: bool) -> Result<Opened, Failure> {
     let open = async {
         let c = slot.connection(wait).await.map_err(Failure::NotSent)?;
         let streams = crate::iroh::open_stream(&c.conn).await?;
         Ok(Opened { streams, watch: c.watch })
     };
-    match timeout {
-        Some(t) => {
-            tokio::time::timeout(t, open).await.unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded())))
-        }
-        None => open.await,
-    }
+    deadline.bound(open, Failure::Answered).await
 }
 
 /// A transport failure on a connection its watcher declared dead says so, rather than what QUIC
@@ -236,17 +232,22 @@ impl Channel {
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
         let (req, span) = self.outgoing(req, desc);
-        let call = async {
-            match self.stack.plan() {
-                Plan::Empty => self.route.unary(req, desc, opts).await,
-                Plan::Checks(checks) => self.route.unary(checked(checks, req, desc).await?, desc, opts).await,
+        // Built in place: a future held in a local and then moved is stored twice.
+        traced(span, async {
+            let req = match self.stack.plan() {
+                Plan::Empty => req,
+                Plan::Checks(checks) => checked(checks, req, desc).await?,
                 Plan::Layers(stack) => {
                     let (route, opts) = (self.route.clone(), opts.clone());
-                    through_stack(stack, req, desc, move |req| async move { route.unary(req, desc, &opts).await }).await
+                    let through =
+                        through_stack(stack, req, desc, move |req| async move { route.unary(req, desc, &opts).await });
+                    // Boxed, as the call's own future below: one large future per call, not two.
+                    return Box::pin(through).await;
                 }
-            }
-        };
-        traced(span, call).await
+            };
+            self.route.unary(req, desc, opts).await
+        })
+        .await
     }
 
     /// A server-streaming call. Generated clients call this.
@@ -257,23 +258,23 @@ impl Channel {
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
         let (req, span) = self.outgoing(req, desc);
-        let call =
-            async {
-                match self.stack.plan() {
-                    Plan::Empty => self.route.server_streaming(req, desc, opts).await,
-                    Plan::Checks(checks) => {
-                        self.route.server_streaming(checked(checks, req, desc).await?, desc, opts).await
-                    }
-                    Plan::Layers(stack) => {
-                        let (route, opts) = (self.route.clone(), opts.clone());
-                        through_stack(stack, req, desc, move |req| async move {
-                            route.server_streaming(req, desc, &opts).await
-                        })
-                        .await
-                    }
+        // Built in place: a future held in a local and then moved is stored twice.
+        traced(span, async {
+            let req = match self.stack.plan() {
+                Plan::Empty => req,
+                Plan::Checks(checks) => checked(checks, req, desc).await?,
+                Plan::Layers(stack) => {
+                    let (route, opts) = (self.route.clone(), opts.clone());
+                    let through = through_stack(stack, req, desc, move |req| async move {
+                        route.server_streaming(req, desc, &opts).await
+                    });
+                    // Boxed, as the call's own future below: one large future per call, not two.
+                    return Box::pin(through).await;
                 }
             };
-        traced(span, call).await
+            self.route.server_streaming(req, desc, opts).await
+        })
+        .await
     }
 
     /// A client-streaming call. Generated clients call this.
@@ -289,23 +290,23 @@ impl Channel {
         Resp: Message,
     {
         let (req, span) = self.outgoing(req, desc);
-        let call =
-            async {
-                match self.stack.plan() {
-                    Plan::Empty => self.route.client_streaming(req, desc, opts).await,
-                    Plan::Checks(checks) => {
-                        self.route.client_streaming(checked(checks, req, desc).await?, desc, opts).await
-                    }
-                    Plan::Layers(stack) => {
-                        let (route, opts) = (self.route.clone(), opts.clone());
-                        through_stack(stack, req, desc, move |req| async move {
-                            route.client_streaming(req, desc, &opts).await
-                        })
-                        .await
-                    }
+        // Built in place: a future held in a local and then moved is stored twice.
+        traced(span, async {
+            let req = match self.stack.plan() {
+                Plan::Empty => req,
+                Plan::Checks(checks) => checked(checks, req, desc).await?,
+                Plan::Layers(stack) => {
+                    let (route, opts) = (self.route.clone(), opts.clone());
+                    let through = through_stack(stack, req, desc, move |req| async move {
+                        route.client_streaming(req, desc, &opts).await
+                    });
+                    // Boxed, as the call's own future below: one large future per call, not two.
+                    return Box::pin(through).await;
                 }
             };
-        traced(span, call).await
+            self.route.client_streaming(req, desc, opts).await
+        })
+        .await
     }
 
     /// A bidi-streaming call. Generated clients call this.
@@ -321,17 +322,22 @@ impl Channel {
         Resp: Message,
     {
         let (req, span) = self.outgoing(req, desc);
-        let call = async {
-            match self.stack.plan() {
-                Plan::Empty => self.route.bidi(req, desc, opts).await,
-                Plan::Checks(checks) => self.route.bidi(checked(checks, req, desc).await?, desc, opts).await,
+        // Built in place: a future held in a local and then moved is stored twice.
+        traced(span, async {
+            let req = match self.stack.plan() {
+                Plan::Empty => req,
+                Plan::Checks(checks) => checked(checks, req, desc).await?,
                 Plan::Layers(stack) => {
                     let (route, opts) = (self.route.clone(), opts.clone());
-                    through_stack(stack, req, desc, move |req| async move { route.bidi(req, desc, &opts).await }).await
+                    let through =
+                        through_stack(stack, req, desc, move |req| async move { route.bidi(req, desc, &opts).await });
+                    // Boxed, as the call's own future below: one large future per call, not two.
+                    return Box::pin(through).await;
                 }
-            }
-        };
-        traced(span, call).await
+            };
+            self.route.bidi(req, desc, opts).await
+        })
+        .await
     }
 
     /// A call's `duet.call` span, and its request with the trace context it goes out with.
@@ -355,9 +361,10 @@ impl Channel {
 }
 
 /// Runs `call` in `span` when the span is enabled (entering a disabled span on every poll is not free).
-async fn traced<T>(span: tracing::Span, call: impl Future<Output = T>) -> T {
+fn traced<F: Future>(span: tracing::Span, call: F) -> Either<F, tracing::instrument::Instrumented<F>> {
     use tracing::Instrument;
-    if span.is_disabled() { call.await } else { call.instrument(span).await }
+    // Not an async fn: one that took `call` and awaited it would hold two copies of its state.
+    if span.is_disabled() { Either::Left(call) } else { Either::Right(call.instrument(span)) }
 }
 
 /// Runs the channel's interceptors on a call's head; the body waits aside.
@@ -406,15 +413,17 @@ impl Route {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
+        // The call's one deadline, from here down to whichever transport carries it.
+        let deadline = Deadline::of(req.metadata(), opts.timeout);
         match self {
             Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts)).await
+                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts, deadline)).await
             }
             Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::unary(s, req, desc, opts)).await
+                on_iroh(slot, desc, deadline, |s| crate::iroh::unary(s, req, desc, opts, deadline)).await
             }
-            Route::Dual(d) => d.unary(req, desc, opts).await,
+            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
+            Route::Dual(d) => Box::pin(d.unary(req, desc, opts, deadline)).await,
         }
     }
 
@@ -424,15 +433,18 @@ impl Route {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
+        // The call's one deadline, from here down to whichever transport carries it.
+        let deadline = Deadline::of(req.metadata(), opts.timeout);
         match self {
             Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts)).await
+                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts, deadline))
+                    .await
             }
             Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::server_streaming(s, req, desc, opts)).await
+                on_iroh(slot, desc, deadline, |s| crate::iroh::server_streaming(s, req, desc, opts, deadline)).await
             }
-            Route::Dual(d) => d.server_streaming(req, desc, opts).await,
+            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
+            Route::Dual(d) => Box::pin(d.server_streaming(req, desc, opts, deadline)).await,
         }
     }
 
@@ -447,15 +459,18 @@ impl Route {
         Req: Message,
         Resp: Message,
     {
+        // The call's one deadline, from here down to whichever transport carries it.
+        let deadline = Deadline::of(req.metadata(), opts.timeout);
         match self {
             Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts)).await
+                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts, deadline))
+                    .await
             }
             Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::client_streaming(s, req, desc, opts)).await
+                on_iroh(slot, desc, deadline, |s| crate::iroh::client_streaming(s, req, desc, opts, deadline)).await
             }
-            Route::Dual(d) => d.client_streaming(req, desc, opts).await,
+            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
+            Route::Dual(d) => Box::pin(d.client_streaming(req, desc, opts, deadline)).await,
         }
     }
 
@@ -470,22 +485,27 @@ impl Route {
         Req: Message,
         Resp: Message,
     {
+        // The call's one deadline, from here down to whichever transport carries it.
+        let deadline = Deadline::of(req.metadata(), opts.timeout);
         match self {
-            Route::Grpc(ch) => measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts)).await,
-            Route::Iroh(slot) => {
-                let timeout = crate::deadline::effective(req.metadata(), opts.timeout);
-                on_iroh(slot, desc, timeout, |s| crate::iroh::bidi(s, req, desc, opts)).await
+            Route::Grpc(ch) => {
+                measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts, deadline)).await
             }
-            Route::Dual(d) => d.bidi(req, desc, opts).await,
+            Route::Iroh(slot) => {
+                on_iroh(slot, desc, deadline, |s| crate::iroh::bidi(s, req, desc, opts, deadline)).await
+            }
+            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
+            Route::Dual(d) => Box::pin(d.bidi(req, desc, opts, deadline)).await,
         }
     }
 }
 
-/// An Iroh-only call: connect (or reuse), open a stream, run `call` on it.
+/// An Iroh-only call: connect (or reuse), open a stream, run `call` on it. The connection and the
+/// call share the call's deadline, so connecting comes off what the server is given.
 async fn on_iroh<T, F, Fut>(
     slot: &PeerSlot,
     desc: &'static MethodDesc,
-    timeout: Option<Duration>,
+    deadline: Deadline,
     call: F,
 ) -> Result<T, Status>
 where
@@ -493,36 +513,30 @@ where
     Fut: Future<Output = Result<T, Failure>>,
 {
     measured(desc, Transport::Iroh, "channel", async {
-        let started = std::time::Instant::now();
-        let Opened { streams, watch } = iroh_connect(slot, timeout, true).await.map_err(Failure::into_status)?;
-        // The time spent connecting counts against the call's deadline, as on gRPC and in Dual.
-        let result = match timeout {
-            Some(t) => tokio::time::timeout(t.saturating_sub(started.elapsed()), call(streams))
-                .await
-                .unwrap_or_else(|_| Err(Failure::Answered(crate::deadline::exceeded()))),
-            None => call(streams).await,
-        };
-        result.map_err(|f| explain(f, &watch).into_status())
+        let Opened { streams, watch } = iroh_connect(slot, deadline, true).await.map_err(Failure::into_status)?;
+        call(streams).await.map_err(|f| explain(f, &watch).into_status())
     })
     .await
 }
 
 /// Runs one call on one transport inside a tracing span and records its latency and code.
-pub(crate) async fn measured<T>(
+pub(crate) fn measured<T>(
     desc: &'static MethodDesc,
     transport: Transport,
     reason: &'static str,
     call: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    use tracing::Instrument;
+) -> impl Future<Output = Result<T, Status>> {
     let span = tracing::debug_span!("duet.attempt", path = desc.path, %transport, reason);
-    let start = std::time::Instant::now();
     // Entering a disabled span on every poll is not free (callgrind: ~1.4k instructions per call
     // on the gRPC path, about a quarter of what duet adds to a tonic call).
-    let result = if span.is_disabled() { call.await } else { call.instrument(span).await };
-    let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
-    crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
-    result
+    let call = traced(span, call);
+    async move {
+        let start = std::time::Instant::now();
+        let result = call.await;
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
+        crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
+        result
+    }
 }
 
 fn grpc_endpoint(config: &TransportConfig, peer: &PeerAddr) -> Result<TonicChannel, Error> {

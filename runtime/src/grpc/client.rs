@@ -10,9 +10,10 @@ use tonic_prost::ProstCodec;
 use super::cancel::CancelChannel;
 use crate::call::CallOptions;
 use crate::codec::Message;
+use crate::deadline::Deadline;
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
-use crate::{Request, Response, Status, Streaming, Transport, deadline};
+use crate::{Request, Response, Status, Streaming, Transport};
 
 async fn ready<T>(channel: T, opts: &CallOptions) -> Result<Grpc<T>, Status>
 where
@@ -32,12 +33,11 @@ where
     Ok(grpc)
 }
 
-fn prepare<T>(mut req: Request<T>, desc: &MethodDesc, opts: &CallOptions) -> Request<T> {
-    if let Some(t) = deadline::effective(req.metadata(), opts.timeout) {
-        req.set_timeout(t);
-    }
+/// Sends what is left of the call's deadline as `grpc-timeout`, and names the method for tonic.
+fn prepare<T>(mut req: Request<T>, desc: &MethodDesc, deadline: Deadline) -> Result<Request<T>, Status> {
+    deadline.stamp(&mut req)?;
     req.extensions_mut().insert(GrpcMethod::new(desc.service, desc.method));
-    req
+    Ok(req)
 }
 
 /// hyper reports a call cut off by a closing connection (after GOAWAY, say) as `CANCELLED`, and one cut
@@ -102,15 +102,8 @@ fn tag<T>(mut resp: Response<T>) -> Response<T> {
 }
 
 /// Enforces the deadline on the client as well, so a silent server cannot hold the caller past it.
-async fn within<T>(
-    req_timeout: Option<std::time::Duration>,
-    fut: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    let result = match req_timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(deadline::exceeded())),
-        None => fut.await,
-    };
-    result.map_err(client_status)
+async fn within<T>(deadline: Deadline, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    deadline.bound(fut, |s| s).await.map_err(client_status)
 }
 
 pub(crate) async fn unary<Req: Message, Resp: Message>(
@@ -118,10 +111,11 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Resp>, Status> {
     check_encoded_size(req.get_ref(), opts)?;
-    let req = prepare(req, desc, opts);
-    within(deadline::from_metadata(req.metadata()), async {
+    let req = prepare(req, desc, deadline)?;
+    within(deadline, async {
         let mut grpc = ready(channel.clone(), opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         grpc.unary(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
@@ -134,16 +128,15 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Status> {
     check_encoded_size(req.get_ref(), opts)?;
-    let req = prepare(req, desc, opts);
-    let timeout = deadline::from_metadata(req.metadata());
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    within(timeout, async {
+    let req = prepare(req, desc, deadline)?;
+    within(deadline, async {
         let mut grpc = ready(channel.clone(), opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.server_streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
-        Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline))))
+        Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline.instant()))))
     })
     .await
 }
@@ -153,16 +146,17 @@ pub(crate) async fn client_streaming<S, Req, Resp>(
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Resp>, Status>
 where
     S: Stream<Item = Req> + Send + 'static,
     Req: Message,
     Resp: Message,
 {
-    let req = prepare(req, desc, opts);
+    let req = prepare(req, desc, deadline)?;
     let (channel, _cancel_on_drop) = CancelChannel::new(channel.clone());
     // `_cancel_on_drop` goes with this future: a caller who gives up resets the HTTP/2 stream.
-    within(deadline::from_metadata(req.metadata()), async {
+    within(deadline, async {
         let mut grpc = ready(channel, opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         grpc.client_streaming(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
@@ -175,22 +169,22 @@ pub(crate) async fn bidi<S, Req, Resp>(
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Status>
 where
     S: Stream<Item = Req> + Send + 'static,
     Req: Message,
     Resp: Message,
 {
-    let req = prepare(req, desc, opts);
-    let timeout = deadline::from_metadata(req.metadata());
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let req = prepare(req, desc, deadline)?;
     let (channel, guard) = CancelChannel::new(channel.clone());
-    within(timeout, async {
+    within(deadline, async {
         let mut grpc = ready(channel, opts).await?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
         // The response stream owns the guard: dropping it cancels the call.
-        Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline).with_guard(CallGuard::Cancel(guard)))))
+        Ok(tag(resp
+            .map(|s| Streaming::from_grpc(s).with_deadline(deadline.instant()).with_guard(CallGuard::Cancel(guard)))))
     })
     .await
 }

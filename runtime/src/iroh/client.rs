@@ -4,9 +4,6 @@
 //! whether a call may be retried over gRPC: not at all once the server answered, only for idempotent
 //! methods once the request may have left, always before.
 
-use std::future::Future;
-use std::time::Duration;
-
 use futures_util::{Stream, StreamExt};
 use http::Extensions;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
@@ -20,9 +17,10 @@ use super::wire::{RequestHeader, ResponseHeader};
 use crate::call::CallOptions;
 use crate::codec::{Message, WireCodec};
 use crate::compression::{Compression, CompressionEncoding};
+use crate::deadline::{Deadline, GRPC_TIMEOUT};
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
-use crate::{Request, Response, Status, Streaming, Transport, deadline, metadata_wire};
+use crate::{Request, Response, Status, Streaming, Transport, metadata_wire};
 
 /// How far a failed call got.
 #[derive(Debug)]
@@ -68,16 +66,20 @@ async fn start(
     (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
     mut md: MetadataMap,
-    timeout: Option<Duration>,
+    deadline: Deadline,
     opts: &CallOptions,
 ) -> Result<(FrameSender, Frames), Failure> {
     opts.compression.mark_request(&mut md);
     let mut send = FrameSender::new(send);
-    send.header(FrameKind::RequestHeader, &request_header(desc, md, timeout), false).await.map_err(Failure::Lost)?;
+    send.header(FrameKind::RequestHeader, &request_header(desc, md, deadline), false).await.map_err(Failure::Lost)?;
     Ok((send, recv::frames(recv, opts.limits.max_decoding_message_size)))
 }
 
-fn request_header(desc: &MethodDesc, md: MetadataMap, timeout: Option<Duration>) -> RequestHeader {
+/// The request header, with what is left of the deadline as the request leaves; the deadline travels
+/// once, as `timeout_micros`, not also as `grpc-timeout` metadata (the server puts that back).
+fn request_header(desc: &MethodDesc, mut md: MetadataMap, deadline: Deadline) -> RequestHeader {
+    md.remove(GRPC_TIMEOUT);
+    let timeout = deadline.remaining();
     RequestHeader {
         path: desc.path.to_owned(),
         metadata: metadata_wire::to_wire(md),
@@ -92,13 +94,13 @@ async fn send_whole_request<Req: Message>(
     (send, recv): (SendStream, RecvStream),
     desc: &MethodDesc,
     mut md: MetadataMap,
-    timeout: Option<Duration>,
+    deadline: Deadline,
     opts: &CallOptions,
     msg: &Req,
 ) -> Result<(FrameSender, Frames), Failure> {
     opts.compression.mark_request(&mut md);
     let mut request = FrameBuf::new();
-    request.header(FrameKind::RequestHeader, &request_header(desc, md, timeout));
+    request.header(FrameKind::RequestHeader, &request_header(desc, md, deadline));
     // Refused before anything is written: the server sees at most an empty stream, which it ignores.
     request
         .message_as(desc.codec, opts.compression.sends(), msg, opts.limits.max_encoding_message_size)
@@ -206,13 +208,6 @@ fn streaming_response<Resp: Message>(
     }
 }
 
-async fn within<T>(timeout: Option<Duration>, fut: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| Err(Failure::Answered(deadline::exceeded()))),
-        None => fut.await,
-    }
-}
-
 /// Writes every request of a stream, then FIN.
 async fn pump<Req: Message>(
     mut send: FrameSender,
@@ -234,14 +229,14 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Resp>, Failure> {
     let (md, _, msg) = req.into_parts();
-    let timeout = deadline::effective(&md, opts.timeout);
-    within(timeout, async {
-        let (_send, frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
+    let call = async {
+        let (_send, frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
         read_single(frames, desc.codec, &opts.compression).await
-    })
-    .await
+    };
+    deadline.bound(call, Failure::Answered).await
 }
 
 pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
@@ -249,16 +244,15 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     req: Request<Req>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Failure> {
     let (md, _, msg) = req.into_parts();
-    let timeout = deadline::effective(&md, opts.timeout);
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    within(timeout, async {
-        let (_send, mut frames) = send_whole_request(stream, desc, md, timeout, opts, &msg).await?;
+    let call = async {
+        let (_send, mut frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
         let head = read_head(&mut frames, &opts.compression).await?;
-        streaming_response(head, frames, desc.codec, deadline, None)
-    })
-    .await
+        streaming_response(head, frames, desc.codec, deadline.instant(), None)
+    };
+    deadline.bound(call, Failure::Answered).await
 }
 
 pub(crate) async fn client_streaming<S, Req, Resp>(
@@ -266,6 +260,7 @@ pub(crate) async fn client_streaming<S, Req, Resp>(
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Resp>, Failure>
 where
     S: Stream<Item = Req> + Send + 'static,
@@ -273,9 +268,8 @@ where
     Resp: Message,
 {
     let (md, _, requests) = req.into_parts();
-    let timeout = deadline::effective(&md, opts.timeout);
-    within(timeout, async {
-        let (send, frames) = start(stream, desc, md, timeout, opts).await?;
+    let call = async {
+        let (send, frames) = start(stream, desc, md, deadline, opts).await?;
         let writer = pump(send, requests, desc.codec, opts.compression.sends(), opts.limits.max_encoding_message_size);
         let reader = read_single(frames, desc.codec, &opts.compression);
         tokio::pin!(writer, reader);
@@ -295,8 +289,8 @@ where
                 }
             }
         }
-    })
-    .await
+    };
+    deadline.bound(call, Failure::Answered).await
 }
 
 pub(crate) async fn bidi<S, Req, Resp>(
@@ -304,6 +298,7 @@ pub(crate) async fn bidi<S, Req, Resp>(
     req: Request<S>,
     desc: &'static MethodDesc,
     opts: &CallOptions,
+    deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Failure>
 where
     S: Stream<Item = Req> + Send + 'static,
@@ -311,12 +306,10 @@ where
     Resp: Message,
 {
     let (md, _, requests) = req.into_parts();
-    let timeout = deadline::effective(&md, opts.timeout);
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let limit = opts.limits.max_encoding_message_size;
     let compression = opts.compression.sends();
-    within(timeout, async {
-        let (send, mut frames) = start(stream, desc, md, timeout, opts).await?;
+    let call = async {
+        let (send, mut frames) = start(stream, desc, md, deadline, opts).await?;
         let task = tokio::spawn(async move {
             if let Err(status) = pump(send, requests, desc.codec, compression, limit).await {
                 tracing::debug!(%status, "request stream ended early");
@@ -324,7 +317,7 @@ where
         });
         let writer = AbortOnDrop(task.abort_handle());
         let head = read_head(&mut frames, &opts.compression).await?;
-        streaming_response(head, frames, desc.codec, deadline, Some(writer))
-    })
-    .await
+        streaming_response(head, frames, desc.codec, deadline.instant(), Some(writer))
+    };
+    deadline.bound(call, Failure::Answered).await
 }

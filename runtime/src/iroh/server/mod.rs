@@ -154,13 +154,19 @@ impl Registry {
                 Err(Status::internal(format!("protocol error: expected a request header, got a {kind:?} frame")))
             }
         };
-        let CallHeader { path, metadata, timeout, fingerprint } = match header {
+        let CallHeader { path, mut metadata, timeout, fingerprint } = match header {
             Ok(c) => c,
             Err(status) => {
                 let _ = send.trailer(&trailer_from_status(&status)).await;
                 return;
             }
         };
+        // The deadline travels once, as `timeout_micros`; handlers and middleware read it as on gRPC.
+        if let Some(t) = timeout
+            && let Ok(value) = crate::deadline::to_grpc_timeout(t).parse()
+        {
+            metadata.insert(crate::deadline::GRPC_TIMEOUT, value);
+        }
         let (inbound, outbound) = match self.compression.incoming(&metadata) {
             Ok(inbound) => (inbound, self.compression.response_encoding(&metadata)),
             Err(status) => {
