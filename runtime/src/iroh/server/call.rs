@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
-use super::reply::respond;
+use super::reply::{Reply, respond};
 use crate::codec::{Message, WireCodec};
 use crate::compression::CompressionEncoding;
 use crate::iroh::frame::{Frame, FrameKind};
@@ -61,40 +61,6 @@ pub struct ServerCall {
 impl fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerCall").field("peer", &self.peer).field("timeout", &self.timeout).finish()
-    }
-}
-
-pub(super) enum Reply<T> {
-    One(Response<T>),
-    Many(Response<BoxStream<T>>),
-}
-
-/// A reply's body, kept aside while its head goes back up through the middleware.
-enum ReplyBody<T> {
-    One(T),
-    Many(BoxStream<T>),
-}
-
-impl<T> Reply<T> {
-    fn split(self) -> (Response<()>, ReplyBody<T>) {
-        match self {
-            Reply::One(r) => {
-                let (md, body, ext) = r.into_parts();
-                (Response::from_parts(md, (), ext), ReplyBody::One(body))
-            }
-            Reply::Many(r) => {
-                let (md, body, ext) = r.into_parts();
-                (Response::from_parts(md, (), ext), ReplyBody::Many(body))
-            }
-        }
-    }
-
-    fn join(head: Response<()>, body: ReplyBody<T>) -> Self {
-        let (md, (), ext) = head.into_parts();
-        match body {
-            ReplyBody::One(b) => Reply::One(Response::from_parts(md, b, ext)),
-            ReplyBody::Many(b) => Reply::Many(Response::from_parts(md, b, ext)),
-        }
     }
 }
 

@@ -6,7 +6,6 @@ use futures_util::StreamExt;
 use http::Extensions;
 use tonic::metadata::MetadataMap;
 
-use super::call::Reply;
 use crate::codec::{Message, WireCodec};
 use crate::compression::CompressionEncoding;
 use crate::iroh::frame::FrameKind;
@@ -14,7 +13,42 @@ use crate::iroh::frame_buf::FrameBuf;
 use crate::iroh::send::FrameSender;
 use crate::iroh::wire::ResponseHeader;
 use crate::iroh::{ok_trailer, trailer_from_status};
-use crate::{Status, Trailers, metadata_wire};
+use crate::{BoxStream, Response, Status, Trailers, metadata_wire};
+
+/// What a handler answered: one message, or a stream of them.
+pub(super) enum Reply<T> {
+    One(Response<T>),
+    Many(Response<BoxStream<T>>),
+}
+
+/// A reply's body, kept aside while its head goes back up through the middleware.
+pub(super) enum ReplyBody<T> {
+    One(T),
+    Many(BoxStream<T>),
+}
+
+impl<T> Reply<T> {
+    pub(super) fn split(self) -> (Response<()>, ReplyBody<T>) {
+        match self {
+            Reply::One(r) => {
+                let (md, body, ext) = r.into_parts();
+                (Response::from_parts(md, (), ext), ReplyBody::One(body))
+            }
+            Reply::Many(r) => {
+                let (md, body, ext) = r.into_parts();
+                (Response::from_parts(md, (), ext), ReplyBody::Many(body))
+            }
+        }
+    }
+
+    pub(super) fn join(head: Response<()>, body: ReplyBody<T>) -> Self {
+        let (md, (), ext) = head.into_parts();
+        match body {
+            ReplyBody::One(b) => Reply::One(Response::from_parts(md, b, ext)),
+            ReplyBody::Many(b) => Reply::Many(Response::from_parts(md, b, ext)),
+        }
+    }
+}
 
 /// Writes the handler's reply; returns the code the call ended with.
 pub(super) async fn respond<Resp: Message>(
