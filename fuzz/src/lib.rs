@@ -43,7 +43,7 @@ pub fn normalized(entries: &[Entry]) -> Vec<Entry> {
 /// One frame as the `duet/1` spec reads it: `varint(len) | kind | body`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefFrame {
-    /// The kind byte, known to be 1..=4.
+    /// The kind byte, known to be 1..=5.
     pub kind: FrameKind,
     /// Bytes of the length prefix (1..=10; non-minimal varints are allowed).
     pub prefix: usize,
@@ -58,7 +58,7 @@ pub enum RefEnd {
     Clean,
     /// A claimed length over the limit of its kind.
     TooLarge { kind: FrameKind, len: u64, limit: usize },
-    /// A kind byte outside 1..=4.
+    /// A kind byte outside 1..=5.
     UnknownKind(u8),
     /// A varint longer than 64 bits.
     BadLength,
@@ -73,6 +73,7 @@ pub fn kind_of(b: u8) -> Option<FrameKind> {
         2 => FrameKind::Message,
         3 => FrameKind::ResponseHeader,
         4 => FrameKind::Trailer,
+        5 => FrameKind::CompressedMessage,
         _ => return None,
     })
 }
@@ -118,7 +119,7 @@ pub fn read_head(src: &[u8], max_message: usize) -> Head {
 /// The body limit of a kind of frame.
 pub fn limit_of(kind: FrameKind, max_message: usize) -> usize {
     match kind {
-        FrameKind::Message => max_message,
+        FrameKind::Message | FrameKind::CompressedMessage => max_message,
         _ => duet::iroh::frame::MAX_HEADER_FRAME,
     }
 }

@@ -44,6 +44,10 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/health_descriptor.bin"));
 }
 
+/// The most service names kept at once, reported or watched: `Watch` of an unknown name from a
+/// caller must not grow the map without bound.
+const MAX_WATCHED_NAMES: usize = 1024;
+
 /// Statuses by service name; a sender per service ever reported or watched.
 type Statuses = Arc<Mutex<HashMap<String, watch::Sender<Option<ServingStatus>>>>>;
 
@@ -93,6 +97,15 @@ impl HealthReporter {
 
     fn subscribe(&self, service: String) -> watch::Receiver<Option<ServingStatus>> {
         let mut statuses = self.statuses.lock().expect("health statuses");
+        if let Some(tx) = statuses.get(&service) {
+            return tx.subscribe();
+        }
+        // Names come from callers: forget unreported ones nobody watches any more, and past a
+        // bound, watch an unknown name on a channel of its own that no report reaches.
+        statuses.retain(|_, tx| tx.borrow().is_some() || tx.receiver_count() > 0);
+        if statuses.len() >= MAX_WATCHED_NAMES {
+            return watch::channel(None).1;
+        }
         statuses.entry(service).or_insert_with(|| watch::channel(None).0).subscribe()
     }
 }

@@ -45,8 +45,8 @@ pub struct Admission {
     raft: Raft,
     token: Option<String>,
     mutual_tls: bool,
-    /// Member endpoint ids, with the membership log id they were read from.
-    members: Mutex<(Option<String>, HashSet<EndpointId>)>,
+    /// Member endpoint ids, with the log id of the membership they were read from.
+    members: Mutex<(Option<Option<crate::raft::LogId>>, HashSet<EndpointId>)>,
 }
 
 impl std::fmt::Debug for Admission {
@@ -100,12 +100,13 @@ impl Admission {
     /// Whether `id` is a member's endpoint; `None` while this node knows no membership at all (it
     /// has not joined yet).
     fn members_include(&self, id: &EndpointId) -> Option<bool> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow();
         let config = &metrics.membership_config;
         config.membership().nodes().next()?;
-        let version = format!("{:?}", config.log_id());
+        let version = *config.log_id();
         let mut cache = self.members.lock().expect("members lock");
-        if cache.0.as_deref() != Some(version.as_str()) {
+        if cache.0 != Some(version) {
             let ids = config
                 .membership()
                 .nodes()

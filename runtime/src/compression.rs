@@ -153,9 +153,12 @@ pub(crate) fn decompress(encoding: CompressionEncoding, compressed: &[u8], limit
     let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit.saturating_add(1)));
     let read = match encoding {
         CompressionEncoding::Gzip => flate2::read::GzDecoder::new(compressed).take(bound).read_to_end(&mut out),
-        CompressionEncoding::Zstd => {
-            zstd::stream::read::Decoder::with_buffer(compressed).and_then(|d| d.take(bound).read_to_end(&mut out))
-        }
+        CompressionEncoding::Zstd => zstd::stream::read::Decoder::with_buffer(compressed).and_then(|mut d| {
+            // A frame may ask for a window far larger than the message (zstd allows 128 MiB by
+            // default); a message within the limit never needs more than the limit's size.
+            d.window_log_max(window_log_for(limit))?;
+            d.take(bound).read_to_end(&mut out)
+        }),
         other => return Err(Status::internal(format!("compression encoding {other:?} is not built into duet"))),
     };
     read.map_err(|e| Status::internal(format!("Error decompressing: {e}")))?;
@@ -165,6 +168,12 @@ pub(crate) fn decompress(encoding: CompressionEncoding, compressed: &[u8], limit
         )));
     }
     Ok(Bytes::from(out))
+}
+
+/// The largest zstd window (as a power of two) a message of at most `limit` bytes needs.
+fn window_log_for(limit: usize) -> u32 {
+    let needed = usize::BITS - limit.max(1).leading_zeros();
+    needed.clamp(10, 31)
 }
 
 #[cfg(test)]

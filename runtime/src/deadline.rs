@@ -55,7 +55,8 @@ impl Deadline {
 
     /// The deadline of a call whose request carries `metadata`, with the client's `default` timeout.
     pub fn of(metadata: &MetadataMap, default: Option<Duration>) -> Self {
-        Self(effective(metadata, default).map(|t| tokio::time::Instant::now() + t))
+        // A timeout too long to add to now (`Duration::MAX`, say) is no deadline at all.
+        Self(effective(metadata, default).and_then(|t| tokio::time::Instant::now().checked_add(t)))
     }
 
     /// The instant, if the call has a deadline.

@@ -13,9 +13,10 @@
 //!
 //! `duet_rpc_duration_seconds` is the client's view of a call, from the channel (for a Dual call,
 //! one observation per transport tried); `duet_server_rpc_duration_seconds` the server's, from the
-//! request's arrival to the end of its response. `service` is the service's config name (on the
-//! server, for a plain tonic service on the gRPC port, its proto name); `code` the gRPC code name
-//! (`Ok`, `Unavailable`, …).
+//! request's arrival to the end of its response. `service` is the service's config name; on the
+//! server, calls to plain tonic services on the gRPC port and to unknown paths count as service and
+//! method `other` (paths come from the network, and labels taken from them would grow without
+//! bound). `code` is the gRPC code name (`Ok`, `Unavailable`, …).
 //!
 //! The `metrics` facade has one histogram kind; whether an exporter writes it as a histogram or a
 //! summary is the exporter's choice. `metrics-exporter-prometheus` writes a summary unless buckets

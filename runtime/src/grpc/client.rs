@@ -114,9 +114,10 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Resp>, Status> {
     check_encoded_size(req.get_ref(), opts)?;
-    let req = prepare(req, desc, deadline)?;
     within(deadline, async {
         let mut grpc = ready(channel.clone(), opts).await?;
+        // Stamped once ready: connecting comes off what the server is given.
+        let req = prepare(req, desc, deadline)?;
         let codec = ProstCodec::<Req, Resp>::default();
         grpc.unary(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
     })
@@ -131,9 +132,10 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Status> {
     check_encoded_size(req.get_ref(), opts)?;
-    let req = prepare(req, desc, deadline)?;
     within(deadline, async {
         let mut grpc = ready(channel.clone(), opts).await?;
+        // Stamped once ready: connecting comes off what the server is given.
+        let req = prepare(req, desc, deadline)?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.server_streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
         Ok(tag(resp.map(|s| Streaming::from_grpc(s).with_deadline(deadline.instant()))))
@@ -153,11 +155,12 @@ where
     Req: Message,
     Resp: Message,
 {
-    let req = prepare(req, desc, deadline)?;
     let (channel, _cancel_on_drop) = CancelChannel::new(channel.clone());
     // `_cancel_on_drop` goes with this future: a caller who gives up resets the HTTP/2 stream.
     within(deadline, async {
         let mut grpc = ready(channel, opts).await?;
+        // Stamped once ready: connecting comes off what the server is given.
+        let req = prepare(req, desc, deadline)?;
         let codec = ProstCodec::<Req, Resp>::default();
         grpc.client_streaming(req, PathAndQuery::from_static(desc.path), codec).await.map(tag)
     })
@@ -176,10 +179,11 @@ where
     Req: Message,
     Resp: Message,
 {
-    let req = prepare(req, desc, deadline)?;
     let (channel, guard) = CancelChannel::new(channel.clone());
     within(deadline, async {
         let mut grpc = ready(channel, opts).await?;
+        // Stamped once ready: connecting comes off what the server is given.
+        let req = prepare(req, desc, deadline)?;
         let codec = ProstCodec::<Req, Resp>::default();
         let resp = grpc.streaming(req, PathAndQuery::from_static(desc.path), codec).await?;
         // The response stream owns the guard: dropping it cancels the call.

@@ -104,10 +104,9 @@ where
         let path = req.uri().path();
         let served = match self.setup.methods.get(path) {
             Some(desc) => Served::start(desc.config_name.into(), desc.method.into(), Transport::Grpc),
-            None => {
-                let (service, method) = crate::iroh::split_path(path).unwrap_or(("", ""));
-                Served::start(service.to_owned().into(), method.to_owned().into(), Transport::Grpc)
-            }
+            // Paths come from the network: labels taken from them would let any client grow the
+            // metric series without bound, so plain tonic services and unknown paths share one.
+            None => Served::start(OTHER.into(), OTHER.into(), Transport::Grpc),
         };
         let (mut parts, body) = req.into_parts();
         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
@@ -190,6 +189,9 @@ where
         if span.is_disabled() { call } else { Box::pin(call.instrument(span)) }
     }
 }
+
+/// The service and method label of calls to paths that are not duet methods.
+const OTHER: &str = "other";
 
 /// Brings a tonic response in line with the Iroh wire (size-limit codes, [`Trailers`]) and
 /// observes it to its end.
