@@ -11,12 +11,16 @@ use crate::middleware::TraceContext;
 use crate::{Code, Transport};
 
 /// A served call being observed: recorded once, with the code it ended with, when
-/// [`Served::finish`] is called or, if it never is (the client went away), as `CANCELLED` on drop.
+/// [`Served::finish`] is called or, if it never is, on drop: as `DEADLINE_EXCEEDED` once its
+/// deadline has passed (tonic's own timeout drops a gRPC call at its deadline), else `CANCELLED` (the
+/// client went away).
 pub(crate) struct Served {
     service: SharedString,
     method: SharedString,
     transport: Transport,
     start: Instant,
+    /// The call's deadline, less the slack within which a dropped call counts as past it.
+    deadline: Option<Instant>,
     done: bool,
 }
 
@@ -24,7 +28,16 @@ impl Served {
     /// Starts observing a call of `service`/`method` (config name and proto method name).
     pub fn start(service: SharedString, method: SharedString, transport: Transport) -> Self {
         crate::metrics::server_started(&service, transport);
-        Self { service, method, transport, start: Instant::now(), done: false }
+        Self { service, method, transport, start: Instant::now(), deadline: None, done: false }
+    }
+
+    /// Notes the call's relative deadline, for a call dropped without an answer. A client gives up
+    /// at its deadline and tonic's timer started before this observation did, so a call dropped in
+    /// the last tenth of its time (at least the last 5 ms) counts as past its deadline.
+    pub fn expires(mut self, timeout: Option<std::time::Duration>) -> Self {
+        let slack = |t: std::time::Duration| (t / 10).max(std::time::Duration::from_millis(5));
+        self.deadline = timeout.and_then(|t| self.start.checked_add(t.saturating_sub(slack(t))));
+        self
     }
 
     /// Records the call's end.
@@ -41,7 +54,8 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
-        self.record(Code::Cancelled);
+        let expired = self.deadline.is_some_and(|d| Instant::now() >= d);
+        self.record(if expired { Code::DeadlineExceeded } else { Code::Cancelled });
     }
 }
 

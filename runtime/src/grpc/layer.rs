@@ -110,6 +110,7 @@ where
         };
         let (mut parts, body) = req.into_parts();
         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+        let served = served.expires(crate::deadline::from_metadata(&metadata));
         let span = serve_span(parts.uri.path(), Transport::Grpc, &metadata, &mut parts.extensions);
         let path = || match self.setup.methods.get(parts.uri.path()) {
             Some(desc) => std::borrow::Cow::Borrowed(desc.path),

@@ -289,6 +289,36 @@ async fn a_server_records_the_calls_it_serves_as_histograms_by_transport_and_cod
     f.running.stop().await;
 }
 
+#[tokio::test]
+async fn a_call_past_its_deadline_is_recorded_as_deadline_exceeded_on_both_transports() {
+    let metrics = metrics();
+    let kinds = KindsImpl::default();
+    kinds.set_delay(Transport::Grpc, 3_000);
+    kinds.set_delay(Transport::Iroh, 3_000);
+    let running = harness::serve(duet::Server::builder().add_service(KindsServer::new(kinds))).await;
+    for via in [Via::Grpc, Via::Iroh] {
+        let key = format!(
+            r#"duet_server_rpc_duration_seconds_count{{service="kinds",method="Echo",transport="{}",code="DeadlineExceeded"}}"#,
+            via.transport()
+        );
+        let before = sample(&metrics.render(), &key).unwrap_or(0.0);
+        let mut req = Request::new(echo("slow"));
+        req.set_timeout(Duration::from_millis(500));
+        let err = KindsClient::new(running.via(via)).echo(req).await.expect_err("past its deadline");
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{via}");
+        let mut after = before;
+        for _ in 0..100 {
+            after = sample(&metrics.render(), &key).unwrap_or(0.0);
+            if after > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(after > before, "{via}: the server recorded the call as DeadlineExceeded ({before} -> {after})");
+    }
+    running.stop().await;
+}
+
 /// Records the `trace_id` every span records, by span name.
 #[derive(Clone, Default)]
 struct TraceIds(Arc<Mutex<HashMap<&'static str, Vec<String>>>>);

@@ -203,7 +203,7 @@ impl ServerCall {
         let ServerCall {
             metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, stack, outbound, ..
         } = self;
-        let served = Served::start(desc.config_name.into(), desc.method.into(), Transport::Iroh);
+        let served = Served::start(desc.config_name.into(), desc.method.into(), Transport::Iroh).expires(timeout);
         let mut ext = Extensions::new();
         ext.insert(IrohPeer(peer));
         let span = serve_span(desc.path, Transport::Iroh, &metadata, &mut ext);
@@ -259,11 +259,13 @@ impl ServerCall {
                     code = &mut respond => Outcome::Done(code),
                 }
             };
-            served.finish(match outcome {
-                Outcome::Done(code) => code,
-                Outcome::Cancelled => tonic::Code::Cancelled,
-                Outcome::Deadline => tonic::Code::DeadlineExceeded,
-            });
+            match outcome {
+                Outcome::Done(code) => served.finish(code),
+                Outcome::Deadline => served.finish(tonic::Code::DeadlineExceeded),
+                // A client gives up at its deadline, a moment before the server's timer: dropped,
+                // the observation tells a call past its deadline from one the client abandoned.
+                Outcome::Cancelled => drop(served),
+            }
             match outcome {
                 Outcome::Done(_) => {
                     // Stay until the client has acknowledged the reply (or the server drains), as a
