@@ -101,8 +101,8 @@ where
         // The clone is ready for nothing: the ready one goes to this call (tower's usual swap).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let path = req.uri().path();
-        let served = match self.setup.methods.get(path) {
+        let desc = self.setup.methods.get(req.uri().path()).copied();
+        let served = match desc {
             Some(desc) => Served::start(desc.config_name.into(), desc.method.into(), Transport::Grpc),
             // Paths come from the network: labels taken from them would let any client grow the
             // metric series without bound, so plain tonic services and unknown paths share one.
@@ -112,7 +112,7 @@ where
         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
         let served = served.expires(crate::deadline::from_metadata(&metadata));
         let span = serve_span(parts.uri.path(), Transport::Grpc, &metadata, &mut parts.extensions);
-        let path = || match self.setup.methods.get(parts.uri.path()) {
+        let path = || match desc {
             Some(desc) => std::borrow::Cow::Borrowed(desc.path),
             None => parts.uri.path().to_owned().into(),
         };
