@@ -1,4 +1,5 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    duet_codegen::configure().compile(&["bench/v1/bench.proto"], &["../proto"])?;
+    // tonic's own stubs too: plain tonic is a contender.
+    duet_codegen::configure().tonic_stubs(true).compile(&["bench/v1/bench.proto"], &["../proto"])?;
     Ok(())
 }

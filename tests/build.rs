@@ -1,5 +1,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     duet_codegen::configure()
+        // tonic's own stubs too: the suite calls duet with a plain tonic client, and serves plain tonic.
+        .tonic_stubs(true)
         // Clock travels as protobuf on Iroh, so the suite covers both body codecs.
         .iroh_codec("cases.b.v1.Clock", duet_codegen::Codec::Protobuf)
         .compile(

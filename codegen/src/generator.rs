@@ -1,6 +1,9 @@
-//! The prost `ServiceGenerator` that runs tonic's generator and then appends duet's code.
+//! The prost `ServiceGenerator` that writes duet's code per service, and tonic-build's own stubs
+//! beside it when asked.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use prost_build::{Service, ServiceGenerator};
 
@@ -8,7 +11,8 @@ use crate::emit;
 use crate::options::{Codec, ServiceOptions};
 
 pub(crate) struct DuetGenerator {
-    pub tonic: Box<dyn ServiceGenerator>,
+    /// tonic-build's generator, when its stubs were asked for (`Builder::tonic_stubs`).
+    pub tonic: Option<Box<dyn ServiceGenerator>>,
     pub build_server: bool,
     pub build_client: bool,
     /// Services given Iroh stubs, by full or short name; `None` means all.
@@ -16,6 +20,8 @@ pub(crate) struct DuetGenerator {
     pub codecs: HashMap<String, Codec>,
     pub config_names: HashMap<String, String>,
     pub fingerprints: HashMap<(String, String), u64>,
+    /// Problems found while generating, which `compile` turns into an error after prost returns.
+    pub problems: Rc<RefCell<Vec<String>>>,
 }
 
 fn lookup<'a, T>(map: &'a HashMap<String, T>, fq: &str, short: &str) -> Option<&'a T> {
@@ -32,61 +38,30 @@ impl ServiceGenerator for DuetGenerator {
             config_name: lookup(&self.config_names, &fq, short).cloned(),
         };
         let fingerprints = &self.fingerprints;
+        let problems = &self.problems;
         let model = emit::model::ServiceModel::new(&service, &opts, self.build_server, self.build_client, |i, o| {
-            fingerprints.get(&(i.to_owned(), o.to_owned())).copied().unwrap_or_default()
+            // Both come from the same descriptors, so a miss is a duet bug; a zero would silently
+            // disable the schema check, so it is an error instead.
+            fingerprints.get(&(i.to_owned(), o.to_owned())).copied().unwrap_or_else(|| {
+                problems.borrow_mut().push(format!("no schema fingerprint for {fq} ({i} -> {o})"));
+                0
+            })
         });
-        let mut tonic_code = String::new();
-        self.tonic.generate(service, &mut tonic_code);
-        buf.push_str(&route_tonic_paths(&tonic_code));
+        if let Some(tonic) = &mut self.tonic {
+            tonic.generate(service, buf);
+        }
         buf.push_str(&emit::service(&model));
     }
 
     fn finalize(&mut self, buf: &mut String) {
-        let mut extra = String::new();
-        self.tonic.finalize(&mut extra);
-        buf.push_str(&route_tonic_paths(&extra));
+        if let Some(tonic) = &mut self.tonic {
+            tonic.finalize(buf);
+        }
     }
 
     fn finalize_package(&mut self, package: &str, buf: &mut String) {
-        let mut extra = String::new();
-        self.tonic.finalize_package(package, &mut extra);
-        buf.push_str(&route_tonic_paths(&extra));
-    }
-}
-
-/// tonic's stubs name the `tonic` crate by its bare name; routing those paths through duet's
-/// re-export means a user's crate needs only `duet` as a dependency.
-fn route_tonic_paths(code: &str) -> String {
-    let mut out = String::with_capacity(code.len() + 256);
-    let bytes = code.as_bytes();
-    let mut i = 0;
-    while i < code.len() {
-        let rest = &code[i..];
-        let boundary =
-            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':');
-        if boundary && rest.starts_with("tonic::") {
-            out.push_str("::duet::__codegen::tonic::");
-            i += "tonic::".len();
-        } else {
-            let ch = rest.chars().next().expect("non-empty");
-            out.push(ch);
-            i += ch.len_utf8();
+        if let Some(tonic) = &mut self.tonic {
+            tonic.finalize_package(package, buf);
         }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::route_tonic_paths;
-
-    #[test]
-    fn only_bare_tonic_paths_are_rerouted() {
-        let code = "use tonic::codegen::*; x: ::tonic::A; my_tonic::B; tonic_prost::C; (tonic::D)";
-        assert_eq!(
-            route_tonic_paths(code),
-            "use ::duet::__codegen::tonic::codegen::*; x: ::tonic::A; my_tonic::B; tonic_prost::C; \
-             (::duet::__codegen::tonic::D)"
-        );
     }
 }

@@ -4,10 +4,12 @@
 //! file in `OUT_DIR` holding:
 //!
 //! - the prost messages, with serde derives so they can travel as postcard;
-//! - tonic's own gRPC stubs (`<service>_server`, `<service>_client`), unchanged on the wire;
-//! - per service, duet's items: the trait `<Service>` the user implements once, the tonic adapter
-//!   `<Service>Tonic<T>`, `<Service>Server<T>` (mounts the impl on gRPC and on the Iroh wire),
-//!   `<Service>Client` (over a `duet::Channel`), and `<service>_methods` (method descriptors).
+//! - per service, duet's items: the trait `<Service>` the user implements once, `<Service>Tonic<T>`
+//!   (the impl as a tonic service: stock gRPC on the wire), `<Service>Server<T>` (mounts the impl on
+//!   gRPC and on the Iroh wire), `<Service>Client` (over a `duet::Channel`), and `<service>_methods`
+//!   (method descriptors);
+//! - tonic-build's own stubs (`<service>_server`, `<service>_client`) only when asked, with
+//!   [`Builder::tonic_stubs`].
 //!
 //! ```no_run
 //! // build.rs
@@ -29,8 +31,10 @@ mod generator;
 mod options;
 mod schema;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub use error::Error;
 pub use options::Codec;
@@ -58,6 +62,7 @@ pub fn configure() -> Builder {
         iroh_services: None,
         codecs: HashMap::new(),
         config_names: HashMap::new(),
+        tonic_stubs: false,
     }
 }
 
@@ -82,6 +87,7 @@ pub struct Builder {
     iroh_services: Option<Vec<String>>,
     codecs: HashMap<String, Codec>,
     config_names: HashMap<String, String>,
+    tonic_stubs: bool,
 }
 
 /// protobuf wrapper types become primitives and `Empty` becomes `()`, as prost does by default.
@@ -105,15 +111,24 @@ impl Builder {
         self
     }
 
-    /// Generate server code: the tonic server stubs, the adapter and `<Service>Server` (default on).
+    /// Generate server code: `<Service>Tonic` and `<Service>Server` (default on).
     pub fn build_server(mut self, enable: bool) -> Self {
         self.build_server = enable;
         self
     }
 
-    /// Generate client code: tonic's client stubs and `<Service>Client` (default on).
+    /// Generate client code: `<Service>Client` (default on).
     pub fn build_client(mut self, enable: bool) -> Self {
         self.build_client = enable;
+        self
+    }
+
+    /// Also emit tonic-build's own stubs, `<service>_client` and `<service>_server` (default off),
+    /// for a plain tonic client or server of the same protos beside duet's. They follow
+    /// [`build_client`](Self::build_client) and [`build_server`](Self::build_server), and they name the
+    /// `tonic` crate: add `tonic` (the version duet uses) to your dependencies when you turn them on.
+    pub fn tonic_stubs(mut self, enable: bool) -> Self {
+        self.tonic_stubs = enable;
         self
     }
 
@@ -237,13 +252,18 @@ impl Builder {
         let bytes_fields = bytes_fields::fields(&fds);
         self.check_service_names(&fds)?;
 
-        let mut tonic = tonic_prost_build::configure()
-            .build_server(self.build_server)
-            .build_client(self.build_client)
-            .codec_path("::duet::__codegen::tonic_prost::ProstCodec");
-        tonic = tonic.emit_rerun_if_changed(false);
+        let tonic = self.tonic_stubs.then(|| {
+            tonic_prost_build::configure()
+                .build_server(self.build_server)
+                .build_client(self.build_client)
+                .codec_path("::duet::__codegen::tonic_prost::ProstCodec")
+                .emit_rerun_if_changed(false)
+                .service_generator()
+        });
+        let problems = Rc::new(RefCell::new(vec![]));
         let generator = DuetGenerator {
-            tonic: tonic.service_generator(),
+            tonic,
+            problems: problems.clone(),
             build_server: self.build_server,
             build_client: self.build_client,
             iroh_only: self.iroh_services.clone(),
@@ -294,7 +314,11 @@ impl Builder {
         for (p, r) in &self.extern_paths {
             config.extern_path(p, r);
         }
-        config.compile_fds(fds).map_err(|source| Error::Io { context: "generating Rust code".into(), source })
+        config.compile_fds(fds).map_err(|source| Error::Io { context: "generating Rust code".into(), source })?;
+        match problems.take().as_slice() {
+            [] => Ok(()),
+            found => Err(Error::Config(format!("duet-codegen: {}", found.join("; ")))),
+        }
     }
 
     fn check_service_names(&self, fds: &prost_types::FileDescriptorSet) -> Result<(), Error> {

@@ -67,6 +67,7 @@ fn server_client_and_iroh_choices() {
         .out_dir(out.path())
         .emit_rerun_if_changed(false)
         .build_client(false)
+        .tonic_stubs(true)
         .iroh_services(["A"])
         .iroh_codec("p.B", Codec::Protobuf)
         .config_name("p.A", "alpha")
@@ -92,6 +93,9 @@ fn server_client_and_iroh_choices() {
     let code = generated(out2.path());
     assert!(code.contains("pub struct AClient") && !code.contains("pub struct AServer"));
     assert!(!code.contains("pub mod a_server"));
+    assert!(!code.contains("pub mod a_client"), "tonic's stubs only when asked");
+    let bare_tonic = code.match_indices("tonic::").filter(|(at, _)| !code[..*at].ends_with("::duet::__codegen::"));
+    assert_eq!(bare_tonic.count(), 0, "without tonic's stubs the code names tonic only through duet");
 }
 
 #[test]

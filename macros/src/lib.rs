@@ -25,10 +25,8 @@ use proc_macro::TokenStream;
 /// - rewrites a server-streaming or bidi method whose response is `impl Stream<Item = Result<T, Status>>`,
 ///   `Vec<T>`, `tokio::sync::mpsc::Receiver<Result<T, Status>>` or `UnboundedReceiver<…>` into the
 ///   trait's `Response<duet::BoxStream<T>>`;
-/// - with `config_name = "status"`, sets the name the impl's service reports in config
-///   (`Service::config_name`, shown by `--check-config`-style listings), overriding the generated
-///   default. Clients route by the name compiled into the generated client, so set the same name with
-///   `duet_codegen::Builder::config_name` when you change it.
+/// - takes no options: a service's config name (what `prefer_iroh_for` and the metrics use) is set where
+///   its code is generated, with `duet_codegen::Builder::config_name`.
 ///
 /// Everything else (a method the service lacks, a wrong request type) is left to rustc, whose error
 /// points at the method in your impl.

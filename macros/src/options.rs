@@ -1,29 +1,20 @@
-//! The options `#[duet::service(...)]` takes.
+//! The options `#[duet::service(...)]` takes: none, with errors that say where each setting lives.
 
 use proc_macro2::TokenStream;
-use syn::LitStr;
 use syn::parse::Parser;
 
-/// Parsed attribute options.
-#[derive(Default)]
-pub(crate) struct Options {
-    pub config_name: Option<LitStr>,
-}
-
-pub(crate) fn parse(attr: TokenStream) -> syn::Result<Options> {
-    let mut options = Options::default();
+/// Refuses every option: the attribute's behaviour is fixed, and a service's config name (the one
+/// clients route by) is compiled into the generated code, so setting it on an impl would mislead.
+pub(crate) fn parse(attr: TokenStream) -> syn::Result<()> {
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("config_name") {
-            let value: LitStr = meta.value()?.parse()?;
-            if value.value().is_empty() || value.value().contains(char::is_whitespace) {
-                return Err(syn::Error::new(value.span(), "config_name must be a snake_case name, like \"status\""));
-            }
-            options.config_name = Some(value);
-            Ok(())
+            Err(meta.error(
+                "#[duet::service] does not take `config_name`: a service's config name is set where its code is \
+                 generated, with `duet_codegen::Builder::config_name(\"pkg.Service\", \"name\")` in build.rs",
+            ))
         } else {
-            Err(meta.error("unknown option; #[duet::service] takes `config_name = \"name\"`"))
+            Err(meta.error("#[duet::service] takes no options: write `#[duet::service]`"))
         }
     });
-    parser.parse2(attr)?;
-    Ok(options)
+    parser.parse2(attr)
 }

@@ -17,7 +17,7 @@ enum StreamShape {
 }
 
 pub(crate) fn service(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let options = options::parse(attr)?;
+    options::parse(attr)?;
     let mut imp: ItemImpl = syn::parse2(item).map_err(|e| {
         syn::Error::new(
             e.span(),
@@ -43,11 +43,6 @@ pub(crate) fn service(attr: TokenStream, item: TokenStream) -> syn::Result<Token
     }
     if let Some(e) = errors {
         return Err(e);
-    }
-    if let Some(name) = options.config_name {
-        imp.items.push(syn::parse_quote! {
-            const CONFIG_NAME: ::core::option::Option<&'static str> = ::core::option::Option::Some(#name);
-        });
     }
     Ok(quote!(#imp))
 }

@@ -37,7 +37,7 @@ impl NodeChannel {
         };
         let mut config = TransportConfig { mode, ..config.clone() };
         // A client given a node's own config must not take the node's UDP port or its Iroh identity.
-        config.iroh.discovery_port = 0;
+        config.iroh.bind_port = 0;
         config.iroh.secret_key_file = None;
         // Forcing one transport overrides the migration strategy, which must then agree with it.
         match mode {

@@ -159,9 +159,9 @@ impl NodeConfig {
                      peers would not find it; give a fixed port",
                 ));
             }
-            if t.mode != duet::Mode::Grpc && t.iroh.discovery_port == 0 {
+            if t.mode != duet::Mode::Grpc && t.iroh.bind_port == 0 {
                 return Err(ConfigError::new(
-                    "transport.iroh.discovery_port",
+                    "transport.iroh.bind_port",
                     "is 0 but node.data_dir is set: a restarted node would get a new port and its peers \
                      would not find it; give a fixed UDP port",
                 ));
@@ -228,7 +228,7 @@ mod tests {
             )
         };
         assert_eq!(err(&ports(0, 7101)).key(), "transport.grpc.bind_address");
-        assert_eq!(err(&ports(7001, 0)).key(), "transport.iroh.discovery_port");
+        assert_eq!(err(&ports(7001, 0)).key(), "transport.iroh.bind_port");
         NodeConfig::from_toml(&ports(7001, 7101)).expect("fixed ports with a data_dir");
         let typo = err("[node]\nid = 1\nbootstap = true").to_string();
         assert!(typo.contains("bootstap"), "{typo}");

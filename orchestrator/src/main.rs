@@ -259,7 +259,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 if t.mode == duet::Mode::Grpc {
                     "off".to_owned()
                 } else {
-                    format!("{}:{}", t.iroh.bind_ip, t.iroh.discovery_port)
+                    format!("{}:{}", t.iroh.bind_ip, t.iroh.bind_port)
                 },
                 t.migration.raft_transport,
                 t.migration.prefer_iroh_for,

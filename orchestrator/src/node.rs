@@ -253,7 +253,7 @@ impl Node {
             transport.grpc.bind_address = addr;
         }
         if let Some(port) = disk.iroh_port {
-            transport.iroh.discovery_port = port;
+            transport.iroh.bind_port = port;
         }
         let join = config.join_tickets()?;
         let endpoint = match (transport.mode, disk.iroh_key.clone()) {

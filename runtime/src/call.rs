@@ -39,5 +39,5 @@ pub struct CallOptions {
     pub limits: Limits,
     /// Message compression, as tonic's `send_compressed` and `accept_compressed` (see
     /// [`crate::Compression`]).
-    pub compression: crate::Compression,
+    pub compression: crate::compression::Compression,
 }

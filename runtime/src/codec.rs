@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::Status;
+use tonic::Status;
 
 /// Everything a message type needs to travel on both transports.
 ///

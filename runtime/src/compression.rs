@@ -27,7 +27,7 @@ use bytes::Bytes;
 pub use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataMap, MetadataValue};
 
-use crate::Status;
+use tonic::Status;
 
 /// The metadata key naming the encoding of a call's messages.
 pub(crate) const ENCODING: &str = "grpc-encoding";

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
 
-use crate::Status;
+use tonic::Status;
 
 /// The metadata key of gRPC's relative deadline.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";

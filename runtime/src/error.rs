@@ -22,7 +22,7 @@ pub enum Error {
     PeerAddr(String),
     /// The transport config is unusable.
     #[error(transparent)]
-    Config(#[from] crate::ConfigError),
+    Config(#[from] crate::config::ConfigError),
     /// The Iroh endpoint could not be bound.
     #[error("cannot bind the Iroh endpoint: {0}")]
     IrohBind(String),

@@ -92,6 +92,11 @@ pub mod __codegen {
     pub use tonic;
     pub use tonic_prost;
 
+    /// Serving a generated service's gRPC side, one function per call shape.
+    pub mod grpc {
+        pub use crate::grpc::handler::*;
+    }
+
     use futures_util::{Stream, StreamExt};
 
     use crate::{BoxStream, Response, Status};

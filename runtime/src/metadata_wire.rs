@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
 
-use crate::Status;
+use tonic::Status;
 
 /// One metadata pair as carried in an Iroh header or trailer frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

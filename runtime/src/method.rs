@@ -38,3 +38,25 @@ pub struct MethodDesc {
     /// The body encoding on the Iroh wire.
     pub codec: WireCodec,
 }
+
+/// A method path, `/pkg.Service/Method`, split into service and method; `None` for anything else (no
+/// leading slash, an empty part, a slash in the method).
+pub fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn paths_split_into_service_and_method() {
+        assert_eq!(split_path("/a.B/C"), Some(("a.B", "C")));
+        assert_eq!(split_path("a.B/C"), None);
+        assert_eq!(split_path("/a.B/"), None);
+        assert_eq!(split_path("//C"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+    }
+}

@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use metrics::SharedString;
 
-use crate::{Code, Transport};
+use crate::call::Transport;
+use tonic::Code;
 
 /// Histogram buckets, in seconds, for duet's duration metrics: 100 µs to 30 s, about three per
 /// decade, covering loopback calls and calls that wait out a deadline.

@@ -7,8 +7,9 @@ use http::Extensions;
 use metrics::SharedString;
 use tonic::metadata::MetadataMap;
 
+use crate::call::Transport;
 use crate::middleware::TraceContext;
-use crate::{Code, Transport};
+use tonic::Code;
 
 /// A served call being observed: recorded once, with the code it ended with, when
 /// [`Served::finish`] is called or, if it never is, on drop: as `DEADLINE_EXCEEDED` once its

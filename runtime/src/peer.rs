@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use iroh::EndpointId;
 
-use crate::Request;
+use tonic::Request;
 
 /// The remote end of a call, as a handler sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

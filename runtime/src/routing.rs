@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::Transport;
+use crate::call::Transport;
 use crate::config::{Mode, RaftTransport, ServiceRoute, TransportConfig};
 
 /// How calls of one service are routed.

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tonic::service::RoutesBuilder;
 use tonic::transport::server::TcpIncoming;
 
-use crate::Error;
+use crate::error::Error;
 use crate::iroh::{ALPN, DuetProtocol, IrohService};
 use crate::limits::Limits;
 use crate::middleware::{CallService, Stack};
@@ -30,15 +30,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub trait Service: Send + Sync + 'static {
     /// The fully qualified proto name, `pkg.Service`.
     fn name(&self) -> &'static str;
-    /// The name this service goes by in config, as the server reports it: snake_case of the proto
-    /// name unless the impl (`#[duet::service(config_name)]`) or `with_config_name` changed it.
-    /// Clients route by the name compiled into their `MethodDesc` (`duet_codegen`'s `config_name`), so
-    /// change both together.
-    fn config_name(&self) -> &str;
     /// The service's methods.
-    fn methods(&self) -> &'static [crate::MethodDesc];
+    fn methods(&self) -> &'static [crate::method::MethodDesc];
     /// Adds the tonic service to a gRPC router, with the server's limits and compression.
-    fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits, compression: &crate::Compression);
+    fn add_grpc(&self, routes: &mut RoutesBuilder, limits: &Limits, compression: &crate::compression::Compression);
     /// The dispatcher for the Iroh wire; `None` for a service generated without Iroh stubs.
     fn iroh(&self) -> Option<Arc<dyn IrohService>>;
 }
@@ -79,7 +74,7 @@ pub struct Server {
     grace: Duration,
     max_concurrent_calls: u32,
     stack: Stack,
-    compression: crate::Compression,
+    compression: crate::compression::Compression,
     keepalive: Keepalive,
 }
 
@@ -114,7 +109,7 @@ impl Server {
             grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             stack: Stack::default(),
-            compression: crate::Compression::default(),
+            compression: crate::compression::Compression::default(),
             keepalive: Keepalive::default(),
         }
     }
@@ -124,10 +119,10 @@ impl Server {
     /// [`Server::iroh`]) unless the mode is `grpc`, `grpc.max_message_size` as the decoding limit
     /// on both, TLS on the gRPC port if `grpc.tls_enabled` (the certificate files are read now, and a
     /// missing or unusable one is an error naming its key), and the Iroh allowlist.
-    pub fn from_config(config: &crate::TransportConfig) -> Result<Self, Error> {
+    pub fn from_config(config: &crate::config::TransportConfig) -> Result<Self, Error> {
         config.validate()?;
         let mut server = Self::builder().max_decoding_message_size(config.grpc.max_message_size);
-        if config.mode != crate::Mode::Iroh {
+        if config.mode != crate::config::Mode::Iroh {
             server = server.grpc(config.grpc.bind_address);
             server.grpc_tls = config.grpc.server_tls()?;
             server.keepalive = Keepalive {
@@ -136,7 +131,7 @@ impl Server {
                 tcp: config.grpc.tcp_keepalive(),
             };
         }
-        if config.mode != crate::Mode::Grpc {
+        if config.mode != crate::config::Mode::Grpc {
             server.iroh_config = Some(config.iroh.clone());
             server = server.iroh_allowlist(config.iroh.allowed_peer_ids()?);
         }
@@ -199,14 +194,14 @@ impl Server {
 
     /// Compresses responses with `encoding`, on both transports, for clients that accept it (their
     /// `grpc-accept-encoding` lists it); others get plain messages. As tonic's `send_compressed`.
-    pub fn send_compressed(mut self, encoding: crate::CompressionEncoding) -> Self {
+    pub fn send_compressed(mut self, encoding: crate::compression::CompressionEncoding) -> Self {
         self.compression = self.compression.send(encoding);
         self
     }
 
     /// Accepts requests compressed with `encoding`, on both transports; a request compressed with
     /// an encoding not accepted is refused `UNIMPLEMENTED`. As tonic's `accept_compressed`.
-    pub fn accept_compressed(mut self, encoding: crate::CompressionEncoding) -> Self {
+    pub fn accept_compressed(mut self, encoding: crate::compression::CompressionEncoding) -> Self {
         self.compression = self.compression.accept(encoding);
         self
     }
@@ -297,9 +292,9 @@ impl Server {
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: tower::Layer<CallService> + Send + Sync + 'static,
-        L::Service: tower::Service<crate::Request<()>, Response = crate::Response<()>> + Clone + Send + Sync + 'static,
-        <L::Service as tower::Service<crate::Request<()>>>::Error: Into<crate::middleware::BoxError>,
-        <L::Service as tower::Service<crate::Request<()>>>::Future: Send + 'static,
+        L::Service: tower::Service<tonic::Request<()>, Response = tonic::Response<()>> + Clone + Send + Sync + 'static,
+        <L::Service as tower::Service<tonic::Request<()>>>::Error: Into<crate::middleware::BoxError>,
+        <L::Service as tower::Service<tonic::Request<()>>>::Future: Send + 'static,
     {
         self.stack.push(layer);
         self
@@ -310,7 +305,7 @@ impl Server {
     /// adds reach the handler. See [`Server::layer`] for the order.
     pub fn interceptor<F>(mut self, f: F) -> Self
     where
-        F: Fn(crate::Request<()>) -> Result<crate::Request<()>, crate::Status> + Send + Sync + 'static,
+        F: Fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send + Sync + 'static,
     {
         self.stack.push_check(Arc::new(f));
         self
@@ -320,8 +315,8 @@ impl Server {
     /// head on gRPC and Iroh alike.
     pub fn async_interceptor<F, Fut>(mut self, f: F) -> Self
     where
-        F: Fn(crate::Request<()>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<crate::Request<()>, crate::Status>> + Send + 'static,
+        F: Fn(tonic::Request<()>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<tonic::Request<()>, tonic::Status>> + Send + 'static,
     {
         self.stack.push_async_check(Arc::new(move |req| Box::pin(f(req))));
         self
@@ -449,7 +444,7 @@ pub struct ServerHandle {
     limits: Limits,
     max_concurrent_calls: u32,
     stack: Arc<Stack>,
-    compression: crate::Compression,
+    compression: crate::compression::Compression,
     access: crate::iroh::AccessControl,
     header_timeout: Duration,
     tracker: TaskTracker,
@@ -502,8 +497,8 @@ impl ServerHandle {
     }
 
     /// Both addresses as one [`crate::PeerAddr`], printable as a ticket for other nodes.
-    pub fn peer_addr(&self) -> crate::PeerAddr {
-        crate::PeerAddr { grpc: self.grpc_addr, iroh: self.iroh_addr() }
+    pub fn peer_addr(&self) -> crate::peer_addr::PeerAddr {
+        crate::peer_addr::PeerAddr { grpc: self.grpc_addr, iroh: self.iroh_addr() }
     }
 
     /// The server's Iroh endpoint.

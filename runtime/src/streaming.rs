@@ -6,10 +6,10 @@ use std::task::{Context, Poll};
 use futures_util::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 
-use crate::Status;
 use crate::codec::Message;
 use crate::iroh::recv::{AbortOnDrop, IrohStream};
 use tokio::time::Sleep;
+use tonic::Status;
 
 /// A boxed stream of messages or a status: what server-streaming and bidi handlers return.
 pub type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;

@@ -1,11 +1,11 @@
-//! duet's own code per service, appended after tonic's stubs in the package file.
+//! duet's own code per service, in the package file prost writes.
 
 mod client;
 mod methods;
 pub(crate) mod model;
 mod server;
 mod service_trait;
-mod tonic_adapter;
+mod tonic_service;
 
 use model::ServiceModel;
 
@@ -13,7 +13,7 @@ use model::ServiceModel;
 pub(crate) fn service(s: &ServiceModel) -> String {
     let mut items = vec![methods::emit(s), service_trait::emit(s)];
     if s.build_server {
-        items.push(tonic_adapter::emit(s));
+        items.push(tonic_service::emit(s));
         items.push(server::emit(s));
     }
     if s.build_client {

@@ -8,11 +8,9 @@ use super::model::{Kind, ServiceModel};
 pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let server = &s.server_ident;
     let tr = &s.trait_ident;
-    let tonic_adapter = &s.tonic_ident;
-    let tonic_mod = &s.tonic_server_mod;
+    let tonic_service = &s.tonic_ident;
     let methods_mod = &s.methods_mod;
     let fq = &s.fq_name;
-    let config_name = &s.config_name;
 
     let grpc = quote! {
         fn add_grpc(
@@ -21,16 +19,10 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
             limits: &::duet::Limits,
             compression: &::duet::Compression,
         ) {
-            let mut service = #tonic_mod::#server::from_arc(::std::sync::Arc::new(#tonic_adapter(self.inner.clone())))
-                .max_decoding_message_size(limits.max_decoding_message_size)
-                .max_encoding_message_size(limits.max_encoding_message_size);
-            if let ::core::option::Option::Some(encoding) = compression.sends() {
-                service = service.send_compressed(encoding);
-            }
-            for encoding in compression.accepted() {
-                service = service.accept_compressed(*encoding);
-            }
-            routes.add_service(service);
+            routes.add_service(#tonic_service {
+                inner: ::std::sync::Arc::clone(&self.inner),
+                settings: ::duet::__codegen::grpc::GrpcSettings::new(limits, compression),
+            });
         }
     };
 
@@ -69,7 +61,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
             Kind::Bidi => quote!(bidi),
         };
         quote! {
-            #proto => call.#shape(&#methods_mod::#desc, move |request| async move { inner.#ident(request).await }),
+            #proto => call.#shape(&#methods_mod::#desc, move |request| async move { <T as #tr>::#ident(&*inner, request).await }),
         }
     });
     let iroh_impl = s.iroh.then(|| {
@@ -96,21 +88,16 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
 
     let transports = if s.iroh { "gRPC and Iroh" } else { "gRPC (Iroh stubs were not generated for this service)" };
     let doc = format!(" Serves any [`{tr}`] impl over {transports}: add it to a [`duet::Server`].");
-    let config_doc = format!(
-        " The name operators use for this service in config: `{config_name}`, unless the impl or \
-         `with_config_name` changed it."
-    );
     quote! {
         #[doc = #doc]
         #[derive(Debug)]
         pub struct #server<T> {
             inner: ::std::sync::Arc<T>,
-            config_name: ::std::borrow::Cow<'static, str>,
         }
 
         impl<T> ::core::clone::Clone for #server<T> {
             fn clone(&self) -> Self {
-                Self { inner: self.inner.clone(), config_name: self.config_name.clone() }
+                Self { inner: self.inner.clone() }
             }
         }
 
@@ -122,34 +109,18 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
 
             /// Wraps an impl already shared elsewhere.
             pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
-                let name = T::CONFIG_NAME.unwrap_or(#config_name);
-                Self { inner, config_name: ::std::borrow::Cow::Borrowed(name) }
-            }
-
-            /// Sets the name this service goes by in config (`prefer_iroh_for`).
-            pub fn with_config_name(mut self, name: impl ::core::convert::Into<::std::string::String>) -> Self {
-                self.config_name = ::std::borrow::Cow::Owned(name.into());
-                self
-            }
-
-            #[doc = #config_doc]
-            pub fn config_name(&self) -> &str {
-                &self.config_name
+                Self { inner }
             }
 
             /// The same impl as a plain tonic service, to mount on a tonic router of your own.
-            pub fn into_tonic(self) -> #tonic_mod::#server<#tonic_adapter<T>> {
-                #tonic_mod::#server::new(#tonic_adapter(self.inner))
+            pub fn into_tonic(self) -> #tonic_service<T> {
+                #tonic_service { inner: self.inner, settings: ::core::default::Default::default() }
             }
         }
 
         impl<T: #tr> ::duet::Service for #server<T> {
             fn name(&self) -> &'static str {
                 #fq
-            }
-
-            fn config_name(&self) -> &str {
-                &self.config_name
             }
 
             #methods_fn

@@ -32,10 +32,6 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
         #empty_line
         #[doc = #transport_doc]
         pub trait #name: ::core::marker::Send + ::core::marker::Sync + 'static {
-            /// The service's config name for this impl, if it overrides the generated default
-            /// (`#[duet::service(config_name = "…")]` sets it).
-            const CONFIG_NAME: ::core::option::Option<&'static str> = ::core::option::Option::None;
-
             #(#methods)*
         }
     }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use duet_orchestrator::cluster::Cluster;
-use duet_orchestrator::pb::grpc::health::v1::HealthCheckRequest;
-use duet_orchestrator::pb::grpc::health::v1::health_check_response::ServingStatus;
-use duet_orchestrator::pb::grpc::health::v1::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
@@ -18,7 +18,8 @@ async fn stock_health_and_reflection_clients_work_on_the_grpc_port() {
     cluster.leader(Duration::from_secs(10)).await.expect("the lone node leads");
     let uri = format!("http://{}", cluster.node(1).ticket().grpc.expect("a gRPC port"));
 
-    let mut health = HealthClient::connect(uri.clone()).await.expect("tonic connects");
+    let channel = tonic::transport::Endpoint::from_shared(uri).expect("uri").connect().await.expect("tonic connects");
+    let mut health = HealthClient::new(channel.clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let status = health.check(HealthCheckRequest::default()).await.expect("Check").into_inner().status;
@@ -34,7 +35,6 @@ async fn stock_health_and_reflection_clients_work_on_the_grpc_port() {
     let first = watch.message().await.expect("a first status").expect("stream open");
     assert_eq!(first.status, ServingStatus::Serving as i32);
 
-    let channel = tonic::transport::Endpoint::from_shared(uri).expect("uri").connect().await.expect("tonic connects");
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

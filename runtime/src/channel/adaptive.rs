@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::Transport;
+use crate::call::Transport;
 
 /// Weight of the newest sample in the moving averages.
 const ALPHA: f64 = 0.3;

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use super::adaptive::Adaptive;
 use super::breaker::Breaker;
 use super::{CallOptions, Opened, explain, iroh_connect, measured};
+use crate::call::Transport;
 use crate::codec::Message;
 use crate::config::TransportConfig;
 use crate::deadline::Deadline;
@@ -28,7 +29,11 @@ use crate::iroh::connector::PeerSlot;
 use crate::iroh::wire::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 use crate::method::MethodDesc;
 use crate::routing::Plan;
-use crate::{Request, Response, Status, Streaming, Transport, deadline, metrics};
+use crate::streaming::Streaming;
+use crate::{deadline, metrics};
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 pub(crate) struct Dual {
     pub grpc: TonicChannel,

@@ -19,12 +19,17 @@ pub use crate::call::{CallOptions, Transport};
 use crate::codec::Message;
 use crate::config::{Mode, TransportConfig};
 use crate::deadline::Deadline;
+use crate::error::Error;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::{Connector, Failure, InFlight};
 use crate::method::MethodDesc;
 use crate::middleware::stack::Check;
 use crate::middleware::{CallInfo, CallService, Plan, Stack};
-use crate::{Error, PeerAddr, Request, Response, Status, Streaming};
+use crate::peer_addr::PeerAddr;
+use crate::streaming::Streaming;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// A client's way to a peer: over gRPC, over Iroh, or both (Dual) with the migration strategy choosing
 /// per call.
@@ -533,7 +538,7 @@ pub(crate) fn measured<T>(
     async move {
         let start = std::time::Instant::now();
         let result = call.await;
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| crate::Code::Ok);
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
         result
     }

@@ -139,7 +139,7 @@ impl Default for GrpcConfig {
     fn default() -> Self {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 0)),
-            max_message_size: crate::DEFAULT_MAX_DECODING_MESSAGE_SIZE,
+            max_message_size: crate::limits::DEFAULT_MAX_DECODING_MESSAGE_SIZE,
             tls_enabled: false,
             tls_cert_path: None,
             tls_key_path: None,
@@ -189,8 +189,10 @@ pub struct IrohConfig {
     /// for relay connections. The relay's QUIC address discovery is expected on UDP port 7842, the
     /// relay server's default.
     pub relay_ca_path: Option<PathBuf>,
-    /// The UDP port the endpoint binds (0 = any free port).
-    pub discovery_port: u16,
+    /// The UDP port the endpoint binds (0 = any free port). The seed config's name for it,
+    /// `discovery_port`, is accepted as an alias (setting both is an error).
+    #[serde(alias = "discovery_port")]
+    pub bind_port: u16,
     /// The IP the endpoint binds (default 127.0.0.1, offline; use 0.0.0.0 to be reachable).
     pub bind_ip: IpAddr,
     /// A file holding the endpoint's secret key, so its id survives restarts; created (mode 0600) if
@@ -226,7 +228,7 @@ impl Default for IrohConfig {
             enabled: true,
             home_relay: None,
             relay_ca_path: None,
-            discovery_port: 0,
+            bind_port: 0,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             secret_key_file: None,
             address_lookup: false,

@@ -9,11 +9,15 @@ use tonic_prost::ProstCodec;
 
 use super::cancel::CancelChannel;
 use crate::call::CallOptions;
+use crate::call::Transport;
 use crate::codec::Message;
 use crate::deadline::Deadline;
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
-use crate::{Request, Response, Status, Streaming, Transport};
+use crate::streaming::Streaming;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 async fn ready<T>(channel: T, opts: &CallOptions) -> Result<Grpc<T>, Status>
 where

@@ -18,10 +18,14 @@ use tonic::metadata::MetadataMap;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
+use crate::call::Transport;
 use crate::method::MethodDesc;
 use crate::middleware::{BoxError, CallInfo, Plan, Stack, check, into_status, run};
 use crate::observe::{Served, serve_span};
-use crate::{Request, Response, Status, Trailers, Transport};
+use crate::trailers::Trailers;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// The start of tonic's size-limit messages.
 const SIZE_LIMIT_MESSAGES: [&str; 2] =

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod client;
+pub(crate) mod handler;
 mod incoming;
 mod layer;
 

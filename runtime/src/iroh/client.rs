@@ -15,12 +15,17 @@ use super::recv::{self, AbortOnDrop, Frames, IrohStream, Role};
 use super::send::FrameSender;
 use super::wire::{RequestHeader, ResponseHeader};
 use crate::call::CallOptions;
+use crate::call::Transport;
 use crate::codec::{Message, WireCodec};
 use crate::compression::{Compression, CompressionEncoding};
 use crate::deadline::{Deadline, GRPC_TIMEOUT};
+use crate::metadata_wire;
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
-use crate::{Request, Response, Status, Streaming, Transport, metadata_wire};
+use crate::streaming::Streaming;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// How far a failed call got.
 #[derive(Debug)]

@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::ALPN;
 use super::liveness::{self, Health, InFlight, Verdicts};
-use crate::{Status, Transport, metrics};
+use crate::call::Transport;
+use crate::metrics;
+use tonic::Status;
 
 /// Default time allowed for a QUIC connect, as tonic's connect timeout is often set.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -127,7 +127,7 @@ pub fn addr(endpoint: &Endpoint) -> EndpointAddr {
 /// Builds and binds the endpoint `[transport.iroh]` describes: relay or none, address lookup or none,
 /// the bind IP and port, and the secret key from `secret_key_file` (created if missing) so the
 /// endpoint id is stable across restarts.
-pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoint, crate::Error> {
+pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoint, crate::error::Error> {
     let key = match &cfg.secret_key_file {
         Some(path) => load_or_create_key(path)?,
         None => SecretKey::generate(),
@@ -140,7 +140,7 @@ pub async fn bind_from_config(cfg: &crate::config::IrohConfig) -> Result<Endpoin
 pub async fn bind_from_config_with_key(
     cfg: &crate::config::IrohConfig,
     key: SecretKey,
-) -> Result<Endpoint, crate::Error> {
+) -> Result<Endpoint, crate::error::Error> {
     let mut builder = if cfg.address_lookup {
         Endpoint::builder(presets::N0)
     } else {
@@ -148,7 +148,8 @@ pub async fn bind_from_config_with_key(
     };
     builder = match cfg.relay_url() {
         Some(url) => {
-            let url: iroh::RelayUrl = url.parse().map_err(|e| crate::Error::IrohBind(format!("home_relay: {e}")))?;
+            let url: iroh::RelayUrl =
+                url.parse().map_err(|e| crate::error::Error::IrohBind(format!("home_relay: {e}")))?;
             builder.relay_mode(RelayMode::Custom(url.into()))
         }
         None => builder.relay_mode(RelayMode::Disabled),
@@ -160,18 +161,18 @@ pub async fn bind_from_config_with_key(
         .transport_config(transport_config_for(cfg))
         .portmapper_config(PortmapperConfig::Disabled)
         .clear_ip_transports()
-        .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.discovery_port))
-        .map_err(|e| crate::Error::IrohBind(format!("bind address: {e}")))?
+        .bind_addr(SocketAddr::new(cfg.bind_ip, cfg.bind_port))
+        .map_err(|e| crate::error::Error::IrohBind(format!("bind address: {e}")))?
         .secret_key(key);
-    builder.bind().await.map_err(|e| crate::Error::IrohBind(e.to_string()))
+    builder.bind().await.map_err(|e| crate::error::Error::IrohBind(e.to_string()))
 }
 
 /// The CA certificates a private relay's TLS certificate is checked against.
-fn relay_roots(path: &std::path::Path) -> Result<iroh::tls::CaTlsConfig, crate::Error> {
+fn relay_roots(path: &std::path::Path) -> Result<iroh::tls::CaTlsConfig, crate::error::Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let err = |what: String| {
-        crate::Error::Config(crate::ConfigError::new(
+        crate::error::Error::Config(crate::config::ConfigError::new(
             "transport.iroh.relay_ca_path",
             format!("{}: {what}; give a PEM file of the CA that signed the relay's certificate", path.display()),
         ))
@@ -186,8 +187,8 @@ fn relay_roots(path: &std::path::Path) -> Result<iroh::tls::CaTlsConfig, crate::
 }
 
 /// Reads a secret key (64 hex digits) from `path`, or generates one and writes it there (mode 0600).
-pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, crate::Error> {
-    let err = |what: String| crate::Error::IrohBind(format!("secret_key_file {}: {what}", path.display()));
+pub fn load_or_create_key(path: &std::path::Path) -> Result<SecretKey, crate::error::Error> {
+    let err = |what: String| crate::error::Error::IrohBind(format!("secret_key_file {}: {what}", path.display()));
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let text = text.trim();

@@ -6,7 +6,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub use tokio_util::codec::Decoder;
 
-use crate::Status;
+use tonic::Status;
 
 /// Largest header or trailer frame accepted (metadata is bounded separately from messages, as HTTP/2
 /// bounds its header list).

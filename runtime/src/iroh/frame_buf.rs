@@ -9,9 +9,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 
 use super::frame::{FrameKind, put_prefix};
-use crate::Status;
 use crate::codec::{Message, WireCodec, encode_failed};
 use crate::compression::CompressionEncoding;
+use tonic::Status;
 
 /// Room for the frames of a small call; a larger message reserves what it needs.
 const SMALL: usize = 256;

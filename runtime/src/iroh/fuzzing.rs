@@ -9,8 +9,9 @@ use tonic::Status;
 
 use super::wire::Trailer;
 
-pub use super::server::{CallHeader, read_call_header, split_path};
+pub use super::server::{CallHeader, read_call_header};
 pub use crate::metadata_wire::{from_wire as metadata_from_wire, to_wire as metadata_to_wire};
+pub use crate::method::split_path;
 
 /// The status a trailer carries, as the client reads it (`INTERNAL` when its metadata is malformed).
 pub fn status_from_trailer(t: Trailer) -> Status {

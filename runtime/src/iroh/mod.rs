@@ -25,7 +25,7 @@ pub use connector::{ConnectionState, Connector};
 pub(crate) use liveness::InFlight;
 pub use liveness::{SILENCE_FLOOR, silence_bound};
 pub use server::{AccessControl, AccessHook, AccessRequest, DEFAULT_HEADER_TIMEOUT, NOT_ALLOWED};
-pub(crate) use server::{CallSettings, DuetProtocol, IrohService, split_path};
+pub(crate) use server::{CallSettings, DuetProtocol, IrohService};
 
 use iroh::endpoint::VarInt;
 use tonic::{Code, Status};

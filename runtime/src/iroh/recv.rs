@@ -12,9 +12,9 @@ use tokio_util::codec::FramedRead;
 use tonic::metadata::MetadataMap;
 
 use super::frame::{Frame, FrameDecoder, FrameKind};
-use crate::Status;
 use crate::codec::{Message, WireCodec};
 use crate::compression::CompressionEncoding;
+use tonic::Status;
 
 pub(crate) type Frames = FramedRead<RecvStream, FrameDecoder>;
 

@@ -7,8 +7,8 @@ use super::CANCEL;
 use super::frame::FrameKind;
 use super::frame_buf::{Chunks, FrameBuf};
 use super::wire::Trailer;
-use crate::Status;
 use crate::codec::{Message, WireCodec};
+use tonic::Status;
 
 /// The sending half of a call. Dropping it before [`FrameSender::finish`] resets the stream, so the
 /// peer sees an abandoned call, never a clean end of a half-sent stream.

@@ -8,7 +8,9 @@ use futures_util::future::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
 use super::CallService;
-use crate::{Request, Response, Status};
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// A layer that runs `f` on every call's head before the call goes on; an `Err` ends the call with
 /// that status (tonic's `Interceptor`, on both transports).

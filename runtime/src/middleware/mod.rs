@@ -47,7 +47,10 @@ pub use interceptor::{AsyncIntercepted, AsyncInterceptorLayer, Intercepted, Inte
 pub(crate) use stack::{Body, Plan, Stack, check, run};
 pub use trace::TraceContext;
 
-use crate::{Request, Response, Status, Transport};
+use crate::call::Transport;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// What a layer wraps: the rest of the stack below it, down to the handler (on a server) or the
 /// transport (on a client). Cheap to clone.
@@ -74,12 +77,12 @@ pub struct CallInfo {
 impl CallInfo {
     /// The fully qualified service, `pkg.Service` (empty for a malformed path).
     pub fn service(&self) -> &str {
-        crate::iroh::split_path(&self.path).map_or("", |(s, _)| s)
+        crate::method::split_path(&self.path).map_or("", |(s, _)| s)
     }
 
     /// The method's proto name (empty for a malformed path).
     pub fn method(&self) -> &str {
-        crate::iroh::split_path(&self.path).map_or("", |(_, m)| m)
+        crate::method::split_path(&self.path).map_or("", |(_, m)| m)
     }
 
     /// The call's relative deadline as the request carries it (`grpc-timeout`), on either transport.

@@ -9,7 +9,9 @@ use futures_util::future::BoxFuture;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{BoxError, CallService, into_status};
-use crate::{Request, Response, Status};
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 type Wrap = Arc<dyn Fn(CallService) -> CallService + Send + Sync>;
 

@@ -36,6 +36,15 @@ fn the_orchestrators_file_loads_as_it_stands() {
 }
 
 #[test]
+fn discovery_port_is_the_old_name_of_bind_port() {
+    let port = |text: &str| Config::from_toml(text).unwrap().transport.iroh.bind_port;
+    assert_eq!(port("[transport.iroh]\ndiscovery_port = 7101"), 7101);
+    assert_eq!(port("[transport.iroh]\nbind_port = 7102"), 7102);
+    let both = error("[transport.iroh]\nbind_port = 1\ndiscovery_port = 2");
+    assert!(both.contains("duplicate field") && both.contains("bind_port"), "{both}");
+}
+
+#[test]
 fn it_embeds_in_a_larger_application_config() {
     #[derive(serde::Deserialize)]
     struct NodeConfig {
@@ -78,6 +87,7 @@ fn each_mistake_names_its_key_and_the_fix() {
         ("[transport.migration]\nraft_transport = \"sometimes\"", &["unknown variant `sometimes`", "adaptive"]),
         ("[transport.migration]\nprefer_iroh_for = \"health\"", &["prefer_iroh_for", "invalid type"]),
         ("[transport.iroh]\ndiscovery_port = 70000", &["discovery_port"]),
+        ("[transport.iroh]\nbind_port = 70000", &["bind_port"]),
         // Contradictions.
         (
             "[transport]\nmode = \"iroh\"\n[transport.iroh]\nenabled = false",
@@ -250,6 +260,7 @@ mod mutated {
         "enabled",
         "home_relay",
         "discovery_port",
+        "bind_port",
         "bind_ip",
         "secret_key_file",
         "address_lookup",

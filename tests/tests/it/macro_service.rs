@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt};
 
 struct WithStreams;
 
-#[duet::service(config_name = "kinds_v2")]
+#[duet::service]
 impl Kinds for WithStreams {
     async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
         Ok(Response::new(EchoReply { text: request.into_inner().text, index: 0 }))
@@ -98,7 +98,6 @@ fn text(t: &str) -> EchoRequest {
 #[tokio::test]
 async fn macro_impls_serve_every_kind_on_both_transports() {
     let server = KindsServer::new(WithStreams);
-    assert_eq!(server.config_name(), "kinds_v2", "the attribute's config_name wins");
     let running = harness::serve(Server::builder().add_service(server)).await;
     for t in TRANSPORTS {
         let mut c = KindsClient::new(running.channel(t));

@@ -16,8 +16,10 @@ use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
 use super::reply::{Reply, respond};
+use crate::call::Transport;
 use crate::codec::{Message, WireCodec};
 use crate::compression::CompressionEncoding;
+use crate::deadline;
 use crate::iroh::frame::{Frame, FrameKind};
 use crate::iroh::recv::{self, Frames, IrohStream, Role};
 use crate::iroh::send::FrameSender;
@@ -27,7 +29,11 @@ use crate::method::MethodDesc;
 use crate::middleware::{CallInfo, CallService, Plan, Stack};
 use crate::observe::{Served, serve_span};
 use crate::peer::IrohPeer;
-use crate::{BoxStream, Request, Response, Status, Streaming, Transport, deadline};
+use crate::streaming::BoxStream;
+use crate::streaming::Streaming;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
 
 /// A service as the Iroh dispatcher sees it. `duet-codegen` implements this for every generated
 /// `<Service>Server`; you rarely implement it by hand.

@@ -5,20 +5,13 @@ use std::time::Duration;
 use tonic::metadata::MetadataMap;
 
 use crate::iroh::wire::RequestHeader;
-use crate::{Status, metadata_wire};
-
-/// A method path, `/pkg.Service/Method`, split into service and method; `None` for anything else (no
-/// leading slash, an empty part, a slash in the method).
-pub fn split_path(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix('/')?;
-    let (service, method) = rest.split_once('/')?;
-    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some((service, method))
-}
+use crate::metadata_wire;
+use tonic::Status;
 
 /// What the server takes from a call's request header before it looks up the method.
 #[derive(Debug)]
 pub struct CallHeader {
-    /// The method path as sent; [`split_path`] splits it.
+    /// The method path as sent; [`crate::method::split_path`] splits it.
     pub path: String,
     /// The request metadata, as the handler sees it.
     pub metadata: MetadataMap,
@@ -42,18 +35,4 @@ pub fn read_call_header(body: &[u8]) -> Result<CallHeader, Status> {
         timeout: h.timeout_micros.map(Duration::from_micros),
         fingerprint: h.fingerprint,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_path;
-
-    #[test]
-    fn paths_split_into_service_and_method() {
-        assert_eq!(split_path("/a.B/C"), Some(("a.B", "C")));
-        assert_eq!(split_path("a.B/C"), None);
-        assert_eq!(split_path("/a.B/"), None);
-        assert_eq!(split_path("//C"), None);
-        assert_eq!(split_path("/a/b/c"), None);
-    }
 }

@@ -23,14 +23,15 @@ use super::frame::{Frame, FrameKind};
 use super::recv::{self};
 use super::send::FrameSender;
 use super::trailer_from_status;
-use crate::Status;
 use crate::compression::Compression;
 use crate::limits::Limits;
 use crate::middleware::Stack;
+use tonic::Status;
 
+use crate::method::split_path;
 pub use access::{AccessControl, AccessHook, AccessRequest, NOT_ALLOWED};
 pub use call::{IrohService, ServerCall};
-pub use header::{CallHeader, read_call_header, split_path};
+pub use header::{CallHeader, read_call_header};
 
 /// Default time a new stream may take to deliver its request header (and, for unary and
 /// server-streaming calls, its request message): a peer that opens streams and sends nothing cannot

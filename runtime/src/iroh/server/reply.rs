@@ -13,7 +13,11 @@ use crate::iroh::frame_buf::FrameBuf;
 use crate::iroh::send::FrameSender;
 use crate::iroh::wire::ResponseHeader;
 use crate::iroh::{ok_trailer, trailer_from_status};
-use crate::{BoxStream, Response, Status, Trailers, metadata_wire};
+use crate::metadata_wire;
+use crate::streaming::BoxStream;
+use crate::trailers::Trailers;
+use tonic::Response;
+use tonic::Status;
 
 /// What a handler answered: one message, or a stream of them.
 pub(super) enum Reply<T> {

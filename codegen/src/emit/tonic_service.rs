@@ -1,0 +1,81 @@
+//! `<Service>Tonic<T>`: the impl as a tonic service, what the gRPC port routes the service's paths to.
+//! Each arm hands the request to duet's one serving function for the method's call shape.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::model::{Kind, ServiceModel};
+
+pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
+    let tonic_service = &s.tonic_ident;
+    let tr = &s.trait_ident;
+    let server = &s.server_ident;
+    let fq = &s.fq_name;
+    let tonic = quote!(::duet::__codegen::tonic);
+    let http = quote!(#tonic::codegen::http);
+    let arms = s.methods.iter().map(|m| {
+        let path = &m.path;
+        let ident = &m.ident;
+        let shape = match m.kind {
+            Kind::Unary => quote!(unary),
+            Kind::ServerStreaming => quote!(server_streaming),
+            Kind::ClientStreaming => quote!(client_streaming),
+            Kind::Bidi => quote!(bidi),
+        };
+        quote! {
+            #path => {
+                let inner = ::std::sync::Arc::clone(&self.inner);
+                ::duet::__codegen::grpc::#shape(self.settings, request, move |request| async move {
+                    <T as #tr>::#ident(&*inner, request).await
+                })
+            }
+        }
+    });
+    let doc = format!(
+        " The [`{tr}`] impl as a tonic service, gRPC only: what [`{server}`] mounts on its gRPC port, and what \
+         [`{server}::into_tonic`] gives to mount on a tonic router of your own."
+    );
+    quote! {
+        #[doc = #doc]
+        #[derive(Debug)]
+        pub struct #tonic_service<T> {
+            inner: ::std::sync::Arc<T>,
+            settings: ::duet::__codegen::grpc::GrpcSettings,
+        }
+
+        impl<T> ::core::clone::Clone for #tonic_service<T> {
+            fn clone(&self) -> Self {
+                Self { inner: ::std::sync::Arc::clone(&self.inner), settings: self.settings }
+            }
+        }
+
+        impl<T, B> #tonic::codegen::Service<#http::Request<B>> for #tonic_service<T>
+        where
+            T: #tr,
+            B: #tonic::codegen::Body + ::core::marker::Send + 'static,
+            B::Error: ::core::convert::Into<#tonic::codegen::StdError> + ::core::marker::Send + 'static,
+        {
+            type Response = #http::Response<#tonic::body::Body>;
+            type Error = ::core::convert::Infallible;
+            type Future = ::duet::__codegen::grpc::GrpcFuture;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut ::core::task::Context<'_>,
+            ) -> ::core::task::Poll<::core::result::Result<(), Self::Error>> {
+                ::core::task::Poll::Ready(::core::result::Result::Ok(()))
+            }
+
+            fn call(&mut self, request: #http::Request<B>) -> Self::Future {
+                match request.uri().path() {
+                    #(#arms)*
+                    _ => ::duet::__codegen::grpc::unimplemented(),
+                }
+            }
+        }
+
+        impl<T> #tonic::server::NamedService for #tonic_service<T> {
+            const NAME: &'static str = #fq;
+        }
+    }
+}
