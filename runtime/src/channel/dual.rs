@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::adaptive::Adaptive;
 use super::breaker::Breaker;
-use super::{CallOptions, Opened, explain, iroh_connect, measured};
+use super::{CallOptions, Opened, explain, iroh_connect};
 use crate::call::Transport;
 use crate::codec::Message;
 use crate::config::TransportConfig;
@@ -28,6 +28,7 @@ use crate::iroh::Failure;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::wire::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 use crate::method::MethodDesc;
+use crate::observe::{attempt_finished, attempt_span, measured};
 use crate::routing::Plan;
 use crate::streaming::Streaming;
 use crate::{deadline, metrics};
@@ -194,7 +195,7 @@ impl Dual {
     ) -> Attempt<T> {
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
-        let span = tracing::debug_span!("duet.attempt", path = desc.path, transport = "iroh", reason);
+        let span = attempt_span(desc, Transport::Iroh, reason);
         let (result, silent) = call.instrument(span).await;
         self.judge(desc, started, result, fallback, retry_lost, silent)
     }
@@ -218,7 +219,7 @@ impl Dual {
             Err(Failure::Answered(s)) => (s.code(), !silent),
             Err(Failure::NotSent(s) | Failure::Lost(s)) => (s.code(), false),
         };
-        metrics::rpc(desc.config_name, desc.method, Transport::Iroh, code, started.elapsed());
+        attempt_finished(desc, Transport::Iroh, code, started);
         self.observe(desc, Transport::Iroh, started, transport_ok);
         if transport_ok {
             self.breaker.success();
@@ -323,7 +324,7 @@ impl Dual {
         };
         metrics::selected(desc.config_name, Transport::Iroh, reason);
         let started = Instant::now();
-        let span = tracing::debug_span!("duet.attempt", path = desc.path, transport = "iroh", reason);
+        let span = attempt_span(desc, Transport::Iroh, reason);
         let stream = match self.connect(deadline, fallback).instrument(span.clone()).await {
             Ok(stream) => stream,
             Err(failure) => {

@@ -8,7 +8,6 @@ mod breaker;
 mod dual;
 
 use futures_util::Stream;
-use futures_util::future::Either;
 use iroh::EndpointAddr;
 use tonic::transport::Channel as TonicChannel;
 
@@ -25,6 +24,7 @@ use crate::iroh::{Connector, Failure, InFlight};
 use crate::method::MethodDesc;
 use crate::middleware::stack::Check;
 use crate::middleware::{CallInfo, CallService, Plan, Stack};
+use crate::observe::{measured, traced};
 use crate::peer_addr::PeerAddr;
 use crate::streaming::Streaming;
 use tonic::Request;
@@ -365,13 +365,6 @@ impl Channel {
     }
 }
 
-/// Runs `call` in `span` when the span is enabled (entering a disabled span on every poll is not free).
-fn traced<F: Future>(span: tracing::Span, call: F) -> Either<F, tracing::instrument::Instrumented<F>> {
-    use tracing::Instrument;
-    // Not an async fn: one that took `call` and awaited it would hold two copies of its state.
-    if span.is_disabled() { Either::Left(call) } else { Either::Right(call.instrument(span)) }
-}
-
 /// Runs the channel's interceptors on a call's head; the body waits aside.
 async fn checked<B>(checks: &[Check], req: Request<B>, desc: &'static MethodDesc) -> Result<Request<B>, Status> {
     let (metadata, mut extensions, body) = req.into_parts();
@@ -522,26 +515,6 @@ where
         call(streams).await.map_err(|f| explain(f, &watch).into_status())
     })
     .await
-}
-
-/// Runs one call on one transport inside a tracing span and records its latency and code.
-pub(crate) fn measured<T>(
-    desc: &'static MethodDesc,
-    transport: Transport,
-    reason: &'static str,
-    call: impl Future<Output = Result<T, Status>>,
-) -> impl Future<Output = Result<T, Status>> {
-    let span = tracing::debug_span!("duet.attempt", path = desc.path, %transport, reason);
-    // Entering a disabled span on every poll is not free (callgrind: ~1.4k instructions per call
-    // on the gRPC path, about a quarter of what duet adds to a tonic call).
-    let call = traced(span, call);
-    async move {
-        let start = std::time::Instant::now();
-        let result = call.await;
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        crate::metrics::rpc(desc.config_name, desc.method, transport, code, start.elapsed());
-        result
-    }
 }
 
 fn grpc_endpoint(config: &TransportConfig, peer: &PeerAddr) -> Result<TonicChannel, Error> {

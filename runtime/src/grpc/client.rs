@@ -93,9 +93,7 @@ fn check_encoded_size<M: Message>(msg: &M, opts: &CallOptions) -> Result<(), Sta
     let len = msg.encoded_len();
     let limit = opts.limits.max_encoding_message_size;
     if len > limit {
-        return Err(Status::resource_exhausted(format!(
-            "encoded message length too large: found {len} bytes, the limit is: {limit} bytes"
-        )));
+        return Err(crate::codec::too_large(len, limit));
     }
     Ok(())
 }
