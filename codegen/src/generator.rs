@@ -22,6 +22,9 @@ pub(crate) struct DuetGenerator {
     pub fingerprints: HashMap<(String, String), u64>,
     /// Problems found while generating, which `compile` turns into an error after prost returns.
     pub problems: Rc<RefCell<Vec<String>>>,
+    /// Per package, the Rust names already taken and what took them (prost's messages and enums
+    /// first, then each service's items as they are generated).
+    pub taken: HashMap<String, HashMap<String, String>>,
 }
 
 fn lookup<'a, T>(map: &'a HashMap<String, T>, fq: &str, short: &str) -> Option<&'a T> {
@@ -47,6 +50,18 @@ impl ServiceGenerator for DuetGenerator {
                 0
             })
         });
+        let taken = self.taken.entry(service.package.clone()).or_default();
+        for name in model.item_names() {
+            match taken.get(&name) {
+                Some(owner) => problems.borrow_mut().push(format!(
+                    "service {fq} generates `{name}`, a name {owner} already has in Rust; rename one of them in the proto"
+                )),
+                None => {
+                    taken.insert(name, format!("service {fq}"));
+                }
+            }
+        }
+        problems.borrow_mut().extend(model.method_collisions());
         if let Some(tonic) = &mut self.tonic {
             tonic.generate(service, buf);
         }

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod bytes_fields;
+mod docs;
 mod emit;
 mod error;
 mod generator;
@@ -36,6 +37,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use emit::model::CLIENT_RESERVED;
 pub use error::Error;
 pub use options::Codec;
 
@@ -241,12 +243,13 @@ impl Builder {
                 println!("{line}");
             }
         }
-        let fds = compiler.file_descriptor_set();
+        let mut fds = compiler.file_descriptor_set();
         if let Some(path) = &self.file_descriptor_set_path {
             use prost::Message as _;
             std::fs::write(path, fds.encode_to_vec())
                 .map_err(|source| Error::Io { context: format!("writing {}", path.display()), source })?;
         }
+        docs::sanitize_set(&mut fds);
 
         let fingerprints = fingerprints(&fds);
         let bytes_fields = bytes_fields::fields(&fds);
@@ -264,6 +267,7 @@ impl Builder {
         let generator = DuetGenerator {
             tonic,
             problems: problems.clone(),
+            taken: rust_names(&fds),
             build_server: self.build_server,
             build_client: self.build_client,
             iroh_only: self.iroh_services.clone(),
@@ -370,6 +374,27 @@ fn render(e: &protox::Error) -> String {
         (Some(file), None) if !msg.contains(file) => format!("{file}: {msg}"),
         _ => msg,
     }
+}
+
+/// Per package, the names prost gives its top-level items in Rust, and what proto item each is: a
+/// struct or enum per message and enum, and a module per message with nested types or oneofs.
+fn rust_names(fds: &prost_types::FileDescriptorSet) -> HashMap<String, HashMap<String, String>> {
+    use heck::{ToSnakeCase, ToUpperCamelCase};
+    let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+    for file in &fds.file {
+        let names = out.entry(file.package().to_owned()).or_default();
+        let fq = |name: &str| fq_name(file.package(), name);
+        for m in &file.message_type {
+            names.insert(m.name().to_upper_camel_case(), format!("message {}", fq(m.name())));
+            if !(m.nested_type.is_empty() && m.enum_type.is_empty() && m.oneof_decl.is_empty()) {
+                names.insert(m.name().to_snake_case(), format!("the module of message {}", fq(m.name())));
+            }
+        }
+        for e in &file.enum_type {
+            names.insert(e.name().to_upper_camel_case(), format!("enum {}", fq(e.name())));
+        }
+    }
+    out
 }
 
 fn fingerprints(fds: &prost_types::FileDescriptorSet) -> HashMap<(String, String), u64> {

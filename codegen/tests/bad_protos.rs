@@ -72,3 +72,20 @@ fn unknown_service_in_an_option_is_a_config_error() {
         .to_string();
     assert!(err.contains("Imaginary") && err.contains("p.Real"), "{err}");
 }
+
+#[test]
+fn rpcs_that_meet_in_rust_are_an_error_naming_both() {
+    let proto = "syntax = \"proto3\";\npackage p;\nmessage M {}\n\
+                 service S {\n  rpc GetX(M) returns (M);\n  rpc get_x(M) returns (M);\n}\n";
+    let err = error_of(&[("s.proto", proto)]);
+    assert!(err.contains("GetX") && err.contains("get_x") && err.contains("p.S"), "{err}");
+    assert!(err.contains("rename one in the proto"), "{err}");
+}
+
+#[test]
+fn a_generated_item_named_as_a_message_is_an_error_naming_both() {
+    let proto = "syntax = \"proto3\";\npackage p;\nmessage KindsClient {}\nservice Kinds {\n  rpc A(KindsClient) returns (KindsClient);\n}\n";
+    let err = error_of(&[("s.proto", proto)]);
+    assert!(err.contains("`KindsClient`") && err.contains("message p.KindsClient"), "{err}");
+    assert!(err.contains("service p.Kinds"), "{err}");
+}

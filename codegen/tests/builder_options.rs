@@ -76,8 +76,8 @@ fn server_client_and_iroh_choices() {
     let code = generated(out.path());
     assert!(code.contains("pub struct AServer<T>") && code.contains("pub mod a_server"));
     assert!(!code.contains("pub struct AClient") && !code.contains("pub mod a_client"), "no client code");
-    assert!(code.contains("impl<T: A> ::duet::__codegen::IrohService for AServer<T>"));
-    assert!(!code.contains("::duet::__codegen::IrohService for BServer<T>"), "B has no Iroh stubs");
+    assert!(code.contains("impl<__Impl: A> ::duet::__codegen::IrohService for AServer<__Impl>"));
+    assert!(!code.contains("::duet::__codegen::IrohService for BServer<__Impl>"), "B has no Iroh stubs");
     assert!(code.contains("gRPC (Iroh stubs were not generated for this service)"), "B's docs say so");
     assert!(code.contains("config_name: \"alpha\""));
     assert!(code.contains("codec: ::duet::WireCodec::Protobuf"));

@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let connector = duet::iroh::Connector::new(duet::iroh::endpoint::bind_loopback().await?);
     let iroh = Channel::iroh(&connector, peer.iroh.clone().unwrap());
     for channel in [grpc, iroh] {
-        let mut health = HealthClient::new(channel);
+        let health = HealthClient::new(channel);
         let reply = health.check(HealthCheckRequest::default()).await?;
         let transport = reply.extensions().get::<Transport>().unwrap();
         println!("{:?} over {transport}", reply.get_ref().status());

@@ -34,8 +34,8 @@ where
 
 /// Calls every method of Health and NodeStatus through `channel`.
 pub async fn call_every_method(channel: Channel) -> Result<Vec<CallReport>, Status> {
-    let mut health = HealthClient::new(channel.clone()).with_default_timeout(Duration::from_secs(10));
-    let mut status = NodeStatusClient::new(channel).with_default_timeout(Duration::from_secs(10));
+    let health = HealthClient::new(channel.clone()).with_default_timeout(Duration::from_secs(10));
+    let status = NodeStatusClient::new(channel).with_default_timeout(Duration::from_secs(10));
     let samples = || futures_util::stream::iter((1..=5).map(|value| Sample { value }));
     let mut out = vec![];
 

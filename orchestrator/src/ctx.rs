@@ -112,7 +112,7 @@ impl Ctx {
             return Ok(());
         };
         let channel = self.peers.channel(&member.ticket)?;
-        let mut client = ClusterStatusClient::new(channel).with_default_timeout(self.rpc_timeout);
+        let client = ClusterStatusClient::new(channel).with_default_timeout(self.rpc_timeout);
         let status = client.get_raft_status(GetRaftStatusRequest {});
         let index = self.calls.timed("4 peer connector", "ClusterStatus/GetRaftStatus", status).await?;
         let index = index.into_inner().last_applied_index;
@@ -131,7 +131,7 @@ impl Ctx {
 
     async fn forward(&self, leader: NodeId, member: &Member, command: &Command) -> Result<(u64, Outcome), Status> {
         let channel = self.peers.channel(&member.ticket)?;
-        let mut client = RaftServiceClient::new(channel).with_default_timeout(self.rpc_timeout);
+        let client = RaftServiceClient::new(channel).with_default_timeout(self.rpc_timeout);
         let payload =
             postcard::to_allocvec(command).map_err(|e| Status::internal(format!("encoding a command: {e}")))?;
         let request = forwarded(RaftPayload { postcard: payload.into() });

@@ -72,7 +72,7 @@ pub async fn run(
 
     // Phase 2: health, cluster status, monitoring, on every node.
     for id in &ids {
-        let mut health = HealthClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
+        let health = HealthClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let status = log
@@ -98,7 +98,7 @@ pub async fn run(
         if first.map_err(|e| fail("health watch", e))?.status != ServingStatus::Serving as i32 {
             return Err(fail("health watch", format!("node {id} watch did not start at SERVING")));
         }
-        let mut status = ClusterStatusClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
+        let status = ClusterStatusClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
         let cluster_status = log
             .timed("2 status", "ClusterStatus/GetClusterStatus", status.get_cluster_status(GetClusterStatusRequest {}))
             .await
@@ -117,7 +117,7 @@ pub async fn run(
         log.timed("2 status", "ClusterStatus/GetRaftStatus", status.get_raft_status(GetRaftStatusRequest {}))
             .await
             .map_err(|e| fail("raft status", e))?;
-        let mut monitoring = MonitoringClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
+        let monitoring = MonitoringClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
         let text = log
             .timed("2 monitoring", "Monitoring/GetMetrics", monitoring.get_metrics(GetMetricsRequest {}))
             .await
@@ -137,7 +137,7 @@ pub async fn run(
     let (holder, puller) = (followers[0], followers[1]);
     let content: Vec<u8> = (0..image_bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let image = Image::new("debian-12.img", Bytes::from(content));
-    let mut images = ImageServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(60));
+    let images = ImageServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(60));
     let uploaded = log
         .timed("3 images", "ImageService/UploadImage", images.upload_image(image.chunks()))
         .await
@@ -146,7 +146,7 @@ pub async fn run(
     if uploaded.blake3_hex != hex(&image.blake3) {
         return Err(fail("upload image", "the node reports another hash"));
     }
-    let mut images = ImageServiceClient::new(ch(puller)).with_default_timeout(Duration::from_secs(60));
+    let images = ImageServiceClient::new(ch(puller)).with_default_timeout(Duration::from_secs(60));
     let pulled = log
         .timed("3 images", "ImageService/PullImage", images.pull_image(PullImageRequest { name: image.name.clone() }))
         .await
@@ -157,13 +157,13 @@ pub async fn run(
     }
 
     // Phase 3: the VM lifecycle, written through a follower (forwarded to the leader), watched on another.
-    let mut watch_client = VmServiceClient::new(ch(puller));
+    let watch_client = VmServiceClient::new(ch(puller));
     let mut events = log
         .timed("3 vm", "VmService/WatchVmEvents", watch_client.watch_vm_events(WatchVmEventsRequest {}))
         .await
         .map_err(|e| fail("watch VMs", e))?
         .into_inner();
-    let mut vms = VmServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(10));
+    let vms = VmServiceClient::new(ch(holder)).with_default_timeout(Duration::from_secs(10));
     let create = CreateVmRequest { name: "web-1".into(), vcpus: 2, memory_mib: 512, image: image.name.clone() };
     log.timed("3 vm", "VmService/CreateVm", vms.create_vm(create)).await.map_err(|e| fail("create VM", e))?;
     let vm = log
@@ -184,7 +184,7 @@ pub async fn run(
         return Err(fail("VM events", format!("saw states {seen:?}")));
     }
     for id in &ids {
-        let mut reader = VmServiceClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
+        let reader = VmServiceClient::new(ch(*id)).with_default_timeout(Duration::from_secs(5));
         let listed = log
             .timed("3 vm", "VmService/ListVms", reader.list_vms(ListVmsRequest {}))
             .await

@@ -210,7 +210,7 @@ impl RaftSender for DuetRaftSender {
         let channel = self.peers.channel(&member.ticket);
         let calls = self.calls.clone();
         Box::pin(async move {
-            let mut client = RaftServiceClient::new(channel?).with_default_timeout(timeout);
+            let client = RaftServiceClient::new(channel?).with_default_timeout(timeout);
             let request = RaftPayload { postcard: payload.into() };
             let started = Instant::now();
             let (name, reply) = match rpc {
@@ -384,7 +384,7 @@ impl Node {
                         continue;
                     }
                 };
-                let mut client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
+                let client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
                 let join = client.join_cluster(request.clone());
                 match self.ctx.calls.timed("4 peer connector", "ClusterStatus/JoinCluster", join).await {
                     Ok(_) => return Ok(()),

@@ -29,7 +29,7 @@ pub mod iroh;
 pub mod legacy;
 pub mod well_known;
 
-pub use call::{CallOptions, Transport};
+pub use call::{CallOptions, MAX_STATUS_MESSAGE_BYTES, Transport};
 pub use channel::{BreakerState, Channel};
 pub use codec::{Message, WireCodec};
 pub use compression::{Compression, CompressionEncoding};
@@ -43,6 +43,9 @@ pub use server::{DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_SHUTDOWN_GRACE, Server, S
 pub use streaming::{BoxStream, Streaming};
 pub use trailers::Trailers;
 
+/// The `bytes` crate generated messages use for `bytes` fields (`duet::bytes::Bytes`), so a user's crate
+/// needs no dependency of its own to build one.
+pub use bytes;
 /// tonic's request, response, status and metadata types, used unchanged so tonic code ports as is.
 pub use tonic::{Code, IntoRequest, IntoStreamingRequest, Request, Response, Status, metadata};
 

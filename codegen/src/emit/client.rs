@@ -10,7 +10,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let methods_mod = &s.methods_mod;
     let fq = &s.fq_name;
     let methods = s.methods.iter().map(|m| {
-        let ident = &m.ident;
+        let ident = &m.client_ident;
         let input = &m.input;
         let output = &m.output;
         let desc = &m.const_ident;
@@ -18,48 +18,51 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
         match m.kind {
             Kind::Unary => quote! {
                 #docs
-                pub async fn #ident(&mut self, request: impl ::duet::IntoRequest<#input>)
+                pub async fn #ident(&self, request: impl ::duet::IntoRequest<#input>)
                     -> ::core::result::Result<::duet::Response<#output>, ::duet::Status> {
-                    self.channel.unary(request.into_request(), &#methods_mod::#desc, &self.options).await
+                    self.channel.unary(::duet::IntoRequest::into_request(request), &#methods_mod::#desc, &self.options).await
                 }
             },
             Kind::ServerStreaming => quote! {
                 #docs
-                pub async fn #ident(&mut self, request: impl ::duet::IntoRequest<#input>)
+                pub async fn #ident(&self, request: impl ::duet::IntoRequest<#input>)
                     -> ::core::result::Result<::duet::Response<::duet::Streaming<#output>>, ::duet::Status> {
-                    self.channel.server_streaming(request.into_request(), &#methods_mod::#desc, &self.options).await
+                    self.channel.server_streaming(::duet::IntoRequest::into_request(request), &#methods_mod::#desc, &self.options).await
                 }
             },
             Kind::ClientStreaming => quote! {
                 #docs
-                pub async fn #ident(&mut self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
+                pub async fn #ident(&self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
                     -> ::core::result::Result<::duet::Response<#output>, ::duet::Status> {
                     self.channel
-                        .client_streaming(request.into_streaming_request(), &#methods_mod::#desc, &self.options)
+                        .client_streaming(::duet::IntoStreamingRequest::into_streaming_request(request), &#methods_mod::#desc, &self.options)
                         .await
                 }
             },
             Kind::Bidi => quote! {
                 #docs
-                pub async fn #ident(&mut self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
+                pub async fn #ident(&self, request: impl ::duet::IntoStreamingRequest<Message = #input>)
                     -> ::core::result::Result<::duet::Response<::duet::Streaming<#output>>, ::duet::Status> {
-                    self.channel.bidi(request.into_streaming_request(), &#methods_mod::#desc, &self.options).await
+                    self.channel.bidi(::duet::IntoStreamingRequest::into_streaming_request(request), &#methods_mod::#desc, &self.options).await
                 }
             },
         }
     });
     let doc = format!(
         " Calls `{fq}` through a [`duet::Channel`]: over gRPC or Iroh, as the channel routes it. Each \
-         response carries the [`duet::Transport`] that answered in its extensions."
+         response carries the [`duet::Transport`] that answered in its extensions. Calls take `&self`: \
+         clone the client (a few reference counts) to call from several tasks."
     );
     quote! {
         #[doc = #doc]
-        #[derive(Debug, Clone)]
+        #[derive(::core::fmt::Debug, ::core::clone::Clone)]
         pub struct #client {
             channel: ::duet::Channel,
             options: ::duet::CallOptions,
         }
 
+        // Method names come from the proto: an rpc `IntoIter` or `FromArc` takes `&self` like every other.
+        #[allow(clippy::wrong_self_convention)]
         impl #client {
             /// A client over `channel`.
             pub fn new(channel: ::duet::Channel) -> Self {

@@ -19,7 +19,11 @@ pub(crate) enum Kind {
 pub(crate) struct MethodModel {
     /// `/pkg.Service/Method`.
     pub path: String,
+    /// The method's name in the service trait.
     pub ident: Ident,
+    /// The method's name on the generated client: [`ident`](Self::ident), or that with a `_` appended
+    /// when it is one of [`CLIENT_RESERVED`].
+    pub client_ident: Ident,
     pub proto_name: String,
     pub const_ident: Ident,
     pub input: syn::Type,
@@ -46,14 +50,33 @@ pub(crate) struct ServiceModel {
     pub methods: Vec<MethodModel>,
 }
 
-/// `#[doc]` attributes from proto comments.
+/// `#[doc]` attributes from proto comments (already escaped by [`crate::docs::text`]).
 pub(crate) fn docs(comments: &Comments) -> TokenStream {
     let lines = comments.leading.iter().flat_map(|c| c.lines()).map(|l| {
-        // Escape rustdoc's link and code syntax no more than prost does: keep the text as written.
-        let line = format!(" {}", l.strip_prefix(' ').unwrap_or(l));
+        let line = format!(" {}", crate::docs::link_urls(l.trim_start()));
         quote!(#[doc = #line])
     });
     quote!(#(#lines)*)
+}
+
+/// Names an rpc's client method cannot have: the generated client's own methods, and the by-value
+/// methods every Rust value has (`Into::into`, `TryInto::try_into`), which method-call syntax would
+/// pick over an rpc of the same name. An rpc with one of these names is called as the name with `_`
+/// appended on the client (as prost appends `_` to names Rust reserves); the service trait keeps it.
+pub const CLIENT_RESERVED: &[&str] = &[
+    "new",
+    "channel",
+    "with_default_timeout",
+    "max_decoding_message_size",
+    "max_encoding_message_size",
+    "send_compressed",
+    "accept_compressed",
+    "into",
+    "try_into",
+];
+
+fn client_ident(name: &str) -> Ident {
+    if CLIENT_RESERVED.contains(&name) { format_ident!("{name}_") } else { ident(name) }
 }
 
 fn parse_type(path: &str) -> syn::Type {
@@ -98,6 +121,7 @@ impl ServiceModel {
                 MethodModel {
                     path: format!("/{fq_name}/{}", m.proto_name),
                     ident: ident(&m.name),
+                    client_ident: client_ident(&m.name),
                     proto_name: m.proto_name.clone(),
                     const_ident: format_ident!("{}", m.proto_name.to_shouty_snake_case()),
                     input: parse_type(&m.input_type),
@@ -124,6 +148,39 @@ impl ServiceModel {
             fq_name: fq_name.to_owned(),
             methods,
         }
+    }
+}
+
+impl ServiceModel {
+    /// The names the service's items take in the package's Rust module.
+    pub fn item_names(&self) -> Vec<String> {
+        let mut names = vec![self.trait_ident.to_string(), self.methods_mod.to_string()];
+        if self.build_server {
+            names.extend([self.server_ident.to_string(), self.tonic_ident.to_string()]);
+        }
+        if self.build_client {
+            names.push(self.client_ident.to_string());
+        }
+        names
+    }
+
+    /// Methods whose Rust names collide: two rpcs whose names differ only in case or underscores.
+    pub fn method_collisions(&self) -> Vec<String> {
+        let mut problems = vec![];
+        for (i, a) in self.methods.iter().enumerate() {
+            for b in &self.methods[..i] {
+                let (x, y) = (&a.proto_name, &b.proto_name);
+                // heck drops underscores, so no rpc's name ends in `_` and a client rename cannot meet
+                // another rpc: only names that differ in case or underscores can.
+                if a.ident == b.ident || a.const_ident == b.const_ident {
+                    problems.push(format!(
+                        "rpcs {x} and {y} of {} both become `{}` in Rust; rename one in the proto",
+                        self.fq_name, a.ident
+                    ));
+                }
+            }
+        }
+        problems
     }
 }
 

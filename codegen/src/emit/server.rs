@@ -39,7 +39,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let iroh_fn = if s.iroh {
         quote! {
             fn iroh(&self) -> ::core::option::Option<::std::sync::Arc<dyn ::duet::__codegen::IrohService>> {
-                ::core::option::Option::Some(::std::sync::Arc::new(self.clone()))
+                ::core::option::Option::Some(::std::sync::Arc::new(::core::clone::Clone::clone(self)))
             }
         }
     } else {
@@ -61,12 +61,24 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
             Kind::Bidi => quote!(bidi),
         };
         quote! {
-            #proto => call.#shape(&#methods_mod::#desc, move |request| async move { <T as #tr>::#ident(&*inner, request).await }),
+            #proto => call.#shape(&#methods_mod::#desc, move |request| async move { <__Impl as #tr>::#ident(&*inner, request).await }),
         }
     });
+    // An empty service answers every method UNIMPLEMENTED, with nothing to match or share.
+    let dispatch = if s.methods.is_empty() {
+        quote!(call.unimplemented(method))
+    } else {
+        quote! {
+            let inner = ::std::sync::Arc::clone(&self.inner);
+            match method {
+                #(#arms)*
+                _ => call.unimplemented(method),
+            }
+        }
+    };
     let iroh_impl = s.iroh.then(|| {
         quote! {
-            impl<T: #tr> ::duet::__codegen::IrohService for #server<T> {
+            impl<__Impl: #tr> ::duet::__codegen::IrohService for #server<__Impl> {
                 fn name(&self) -> &'static str {
                     #fq
                 }
@@ -76,11 +88,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                     method: &str,
                     call: ::duet::__codegen::ServerCall,
                 ) -> ::duet::__codegen::BoxFuture<'static, ()> {
-                    let inner = self.inner.clone();
-                    match method {
-                        #(#arms)*
-                        _ => call.unimplemented(method),
-                    }
+                    #dispatch
                 }
             }
         }
@@ -90,35 +98,35 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let doc = format!(" Serves any [`{tr}`] impl over {transports}: add it to a [`duet::Server`].");
     quote! {
         #[doc = #doc]
-        #[derive(Debug)]
-        pub struct #server<T> {
-            inner: ::std::sync::Arc<T>,
+        #[derive(::core::fmt::Debug)]
+        pub struct #server<__Impl> {
+            inner: ::std::sync::Arc<__Impl>,
         }
 
-        impl<T> ::core::clone::Clone for #server<T> {
+        impl<__Impl> ::core::clone::Clone for #server<__Impl> {
             fn clone(&self) -> Self {
-                Self { inner: self.inner.clone() }
+                Self { inner: ::std::sync::Arc::clone(&self.inner) }
             }
         }
 
-        impl<T: #tr> #server<T> {
+        impl<__Impl: #tr> #server<__Impl> {
             /// Wraps an impl.
-            pub fn new(inner: T) -> Self {
+            pub fn new(inner: __Impl) -> Self {
                 Self::from_arc(::std::sync::Arc::new(inner))
             }
 
             /// Wraps an impl already shared elsewhere.
-            pub fn from_arc(inner: ::std::sync::Arc<T>) -> Self {
+            pub fn from_arc(inner: ::std::sync::Arc<__Impl>) -> Self {
                 Self { inner }
             }
 
             /// The same impl as a plain tonic service, to mount on a tonic router of your own.
-            pub fn into_tonic(self) -> #tonic_service<T> {
+            pub fn into_tonic(self) -> #tonic_service<__Impl> {
                 #tonic_service { inner: self.inner, settings: ::core::default::Default::default() }
             }
         }
 
-        impl<T: #tr> ::duet::Service for #server<T> {
+        impl<__Impl: #tr> ::duet::Service for #server<__Impl> {
             fn name(&self) -> &'static str {
                 #fq
             }

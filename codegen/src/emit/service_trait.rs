@@ -27,10 +27,12 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
          Iroh at once."
     );
     let empty_line = if s.docs.is_empty() { quote!() } else { quote!(#[doc = ""]) };
+    // Method names come from the proto: an rpc `IntoIter` or `New` takes `&self` like every other.
     quote! {
         #docs
         #empty_line
         #[doc = #transport_doc]
+        #[allow(clippy::wrong_self_convention)]
         pub trait #name: ::core::marker::Send + ::core::marker::Sync + 'static {
             #(#methods)*
         }

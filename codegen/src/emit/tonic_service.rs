@@ -26,34 +26,48 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
             #path => {
                 let inner = ::std::sync::Arc::clone(&self.inner);
                 ::duet::__codegen::grpc::#shape(self.settings, request, move |request| async move {
-                    <T as #tr>::#ident(&*inner, request).await
+                    <__Impl as #tr>::#ident(&*inner, request).await
                 })
             }
         }
     });
+    // An empty service answers every path UNIMPLEMENTED, with nothing to match.
+    let dispatch = if s.methods.is_empty() {
+        quote! {
+            let _ = request;
+            ::duet::__codegen::grpc::unimplemented()
+        }
+    } else {
+        quote! {
+            match request.uri().path() {
+                #(#arms)*
+                _ => ::duet::__codegen::grpc::unimplemented(),
+            }
+        }
+    };
     let doc = format!(
         " The [`{tr}`] impl as a tonic service, gRPC only: what [`{server}`] mounts on its gRPC port, and what \
          [`{server}::into_tonic`] gives to mount on a tonic router of your own."
     );
     quote! {
         #[doc = #doc]
-        #[derive(Debug)]
-        pub struct #tonic_service<T> {
-            inner: ::std::sync::Arc<T>,
+        #[derive(::core::fmt::Debug)]
+        pub struct #tonic_service<__Impl> {
+            inner: ::std::sync::Arc<__Impl>,
             settings: ::duet::__codegen::grpc::GrpcSettings,
         }
 
-        impl<T> ::core::clone::Clone for #tonic_service<T> {
+        impl<__Impl> ::core::clone::Clone for #tonic_service<__Impl> {
             fn clone(&self) -> Self {
                 Self { inner: ::std::sync::Arc::clone(&self.inner), settings: self.settings }
             }
         }
 
-        impl<T, B> #tonic::codegen::Service<#http::Request<B>> for #tonic_service<T>
+        impl<__Impl, __Body> #tonic::codegen::Service<#http::Request<__Body>> for #tonic_service<__Impl>
         where
-            T: #tr,
-            B: #tonic::codegen::Body + ::core::marker::Send + 'static,
-            B::Error: ::core::convert::Into<#tonic::codegen::StdError> + ::core::marker::Send + 'static,
+            __Impl: #tr,
+            __Body: #tonic::codegen::Body + ::core::marker::Send + 'static,
+            __Body::Error: ::core::convert::Into<#tonic::codegen::StdError> + ::core::marker::Send + 'static,
         {
             type Response = #http::Response<#tonic::body::Body>;
             type Error = ::core::convert::Infallible;
@@ -66,15 +80,12 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
                 ::core::task::Poll::Ready(::core::result::Result::Ok(()))
             }
 
-            fn call(&mut self, request: #http::Request<B>) -> Self::Future {
-                match request.uri().path() {
-                    #(#arms)*
-                    _ => ::duet::__codegen::grpc::unimplemented(),
-                }
+            fn call(&mut self, request: #http::Request<__Body>) -> Self::Future {
+                #dispatch
             }
         }
 
-        impl<T> #tonic::server::NamedService for #tonic_service<T> {
+        impl<__Impl> #tonic::server::NamedService for #tonic_service<__Impl> {
             const NAME: &'static str = #fq;
         }
     }

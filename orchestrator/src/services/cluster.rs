@@ -130,7 +130,7 @@ impl ClusterStatus for ClusterStatusService {
                         return Err(Status::unavailable("no leader elected yet; retry shortly"));
                     };
                     let channel = ctx.peers.channel(&leader.ticket)?;
-                    let mut client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout * 4);
+                    let client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout * 4);
                     return client.join_cluster(crate::ctx::forwarded(join)).await;
                 }
             },

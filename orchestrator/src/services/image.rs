@@ -61,7 +61,7 @@ impl ImageServiceImpl {
     /// Fetches `record` from one holder, checking every chunk and the whole image against the record.
     async fn fetch_from(&self, holder: u64, ticket: &str, record: &ImageRecord) -> Result<Image, Status> {
         let ctx = &self.0;
-        let mut client = ImageServiceClient::new(ctx.peers.channel(ticket)?)
+        let client = ImageServiceClient::new(ctx.peers.channel(ticket)?)
             .with_default_timeout(ctx.rpc_timeout * 100)
             .max_decoding_message_size(crate::images::CHUNK_SIZE * 2);
         let started = Instant::now();

@@ -32,7 +32,7 @@ async fn vms(cluster: &Cluster, id: u64, via: Via, transport: &TransportConfig) 
 
 /// Creates a VM through node `via_node` (retrying while an election is under way).
 async fn create(cluster: &Cluster, via_node: u64, name: &str, via: Via, transport: &TransportConfig) {
-    let mut client = vms(cluster, via_node, via, transport).await;
+    let client = vms(cluster, via_node, via, transport).await;
     let request = CreateVmRequest { name: name.into(), vcpus: 1, memory_mib: 64, image: String::new() };
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -54,7 +54,7 @@ async fn create(cluster: &Cluster, via_node: u64, name: &str, via: Via, transpor
 /// Waits until every running node reports every VM in `names`, read over `via`.
 async fn visible_everywhere(cluster: &Cluster, names: &[&str], via: Via, transport: &TransportConfig) {
     for id in cluster.running() {
-        let mut client = vms(cluster, id, via, transport).await;
+        let client = vms(cluster, id, via, transport).await;
         for name in names {
             let deadline = tokio::time::Instant::now() + WAIT;
             loop {

@@ -20,7 +20,7 @@ use openraft::CommittedLeaderId;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_raft_and_membership_calls_get_a_status_and_the_node_goes_on() {
     let (cluster, conn) = lone_node().await;
-    let mut raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+    let raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
 
     let garbage = RaftPayload { postcard: Bytes::from_static(&[0xff; 40]) };
     let err = raft.append_entries(garbage).await.expect_err("garbage refused");
@@ -42,7 +42,7 @@ async fn hostile_raft_and_membership_calls_get_a_status_and_the_node_goes_on() {
     let err = raft.install_snapshot(payload).await.expect_err("huge offset refused");
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
-    let mut status = ClusterStatusClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+    let status = ClusterStatusClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
     let moved = JoinClusterRequest { id: 1, name: "node-1".into(), ticket: "duet:grpc=127.0.0.1:1".into() };
     let err = status.join_cluster(Request::new(moved)).await.expect_err("a member's address is not replaced");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
@@ -56,7 +56,7 @@ async fn hostile_raft_and_membership_calls_get_a_status_and_the_node_goes_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_bytes_under_a_held_image_name_are_refused_and_the_copy_kept() {
     let (cluster, conn) = lone_node().await;
-    let mut images = ImageServiceClient::new(conn.channel).with_default_timeout(Duration::from_secs(30));
+    let images = ImageServiceClient::new(conn.channel).with_default_timeout(Duration::from_secs(30));
     let first = Image::new("base.img", Bytes::from(vec![1u8; 3 << 20]));
     images.upload_image(first.chunks()).await.expect("first upload");
     let impostor = Image::new("base.img", Bytes::from(vec![2u8; 3 << 20]));
@@ -86,7 +86,7 @@ async fn a_non_member_is_refused_raft_join_and_propose_calls_on_both_transports(
     for via in [Via::Grpc, Via::Iroh] {
         // A stranger: its own fresh endpoint, no certificate, no token.
         let conn = NodeChannel::connect(&cluster.node(1).ticket(), via, &transport).await.expect("channel");
-        let mut raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+        let raft = RaftServiceClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
         for (name, refused) in [
             ("AppendEntries", raft.append_entries(garbage()).await),
             ("Vote", raft.vote(garbage()).await),
@@ -95,7 +95,7 @@ async fn a_non_member_is_refused_raft_join_and_propose_calls_on_both_transports(
             let err = refused.expect_err("a stranger");
             assert_eq!(err.code(), Code::PermissionDenied, "{via:?} {name}: {err}");
         }
-        let mut status = ClusterStatusClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
+        let status = ClusterStatusClient::new(conn.channel.clone()).with_default_timeout(Duration::from_secs(5));
         let join = JoinClusterRequest { id: 9, name: "intruder".into(), ticket: "duet:grpc=127.0.0.1:1".into() };
         let err = status.join_cluster(join).await.expect_err("no token, no join");
         assert_eq!(err.code(), Code::PermissionDenied, "{via:?} JoinCluster: {err}");
@@ -109,7 +109,7 @@ async fn a_non_member_is_refused_raft_join_and_propose_calls_on_both_transports(
     // The members themselves still replicate: a write through the follower is proposed to the leader.
     let follower = if cluster.leader(Duration::from_secs(10)).await == Some(1) { 2 } else { 1 };
     let conn = NodeChannel::connect(&cluster.node(follower).ticket(), Via::Auto, &transport).await.expect("channel");
-    let mut vms = duet_orchestrator::pb::orchestrator::v1::VmServiceClient::new(conn.channel.clone())
+    let vms = duet_orchestrator::pb::orchestrator::v1::VmServiceClient::new(conn.channel.clone())
         .with_default_timeout(Duration::from_secs(10));
     let request = duet_orchestrator::pb::orchestrator::v1::CreateVmRequest {
         name: "through-the-follower".into(),

@@ -33,12 +33,12 @@ async fn a_32_mib_image_moves_between_nodes_with_its_hash_checked() {
     cluster.leader(Duration::from_secs(20)).await.expect("a leader");
     let original = image("big.img", 32 << 20, 7);
 
-    let mut to_node2 = client(&cluster, 2, Via::Auto, &transport).await;
+    let to_node2 = client(&cluster, 2, Via::Auto, &transport).await;
     let info = to_node2.upload_image(original.chunks()).await.expect("upload").into_inner();
     assert_eq!((info.size, info.blake3_hex.clone(), info.holders.clone()), (32 << 20, hex(&original.blake3), vec![2]));
 
     // Node 3 fetches it from node 2 itself, over the peer connector.
-    let mut to_node3 = client(&cluster, 3, Via::Auto, &transport).await;
+    let to_node3 = client(&cluster, 3, Via::Auto, &transport).await;
     let pulled = to_node3.pull_image(PullImageRequest { name: "big.img".into() }).await.expect("pull").into_inner();
     assert_eq!(pulled.holders, vec![2, 3]);
     let fetched =
@@ -58,7 +58,7 @@ async fn a_corrupted_chunk_is_refused_and_the_connection_survives() {
     let cluster = Cluster::start(3, |_| {}, None).await.expect("cluster starts");
     cluster.leader(Duration::from_secs(20)).await.expect("a leader");
     for via in [Via::Grpc, Via::Iroh] {
-        let mut node2 = client(&cluster, 2, via, &transport).await;
+        let node2 = client(&cluster, 2, via, &transport).await;
         let good = image("good.img", 3 << 20, 1);
         let mut chunks: Vec<_> = image("bad.img", 4 << 20, 2).chunks().collect().await;
         let mut data = chunks[2].data.to_vec();

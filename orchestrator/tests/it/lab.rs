@@ -97,7 +97,7 @@ where
 
 async fn raft_status(client: &Device, lab: &NetLab, ticket: &PeerAddr) -> RaftStatusReply {
     on(client, lab, ticket, |ch| async move {
-        let mut status = ClusterStatusClient::new(ch).with_default_timeout(Duration::from_secs(10));
+        let status = ClusterStatusClient::new(ch).with_default_timeout(Duration::from_secs(10));
         status.get_raft_status(GetRaftStatusRequest {}).await.expect("GetRaftStatus").into_inner()
     })
     .await
@@ -141,7 +141,7 @@ async fn a_cluster_across_nats_forms_from_tickets_moves_an_image_between_nated_n
     // A VM created through a NATed follower is seen by every node.
     let follower = if leader == 2 { 3 } else { 2 };
     let created = on(&client, &lab, &tickets[follower - 1], |ch| async move {
-        let mut vms = VmServiceClient::new(ch).with_default_timeout(Duration::from_secs(20));
+        let vms = VmServiceClient::new(ch).with_default_timeout(Duration::from_secs(20));
         let request = CreateVmRequest { name: "lab-vm".into(), vcpus: 1, memory_mib: 64, image: String::new() };
         vms.create_vm(request).await.map(|r| r.into_inner())
     })
@@ -151,7 +151,7 @@ async fn a_cluster_across_nats_forms_from_tickets_moves_an_image_between_nated_n
         let since = Instant::now();
         loop {
             let names = on(&client, &lab, t, |ch| async move {
-                let mut vms = VmServiceClient::new(ch).with_default_timeout(Duration::from_secs(10));
+                let vms = VmServiceClient::new(ch).with_default_timeout(Duration::from_secs(10));
                 let listed = vms.list_vms(ListVmsRequest {}).await.expect("ListVms").into_inner().vms;
                 listed.into_iter().map(|vm| vm.name).collect::<Vec<_>>()
             })
@@ -171,14 +171,14 @@ async fn a_cluster_across_nats_forms_from_tickets_moves_an_image_between_nated_n
     let uploaded = on(&client, &lab, &tickets[1], {
         let image = image.clone();
         move |ch| async move {
-            let mut images = ImageServiceClient::new(ch).with_default_timeout(Duration::from_secs(60));
+            let images = ImageServiceClient::new(ch).with_default_timeout(Duration::from_secs(60));
             images.upload_image(image.chunks()).await.expect("upload to node 2").into_inner()
         }
     })
     .await;
     assert_eq!(uploaded.blake3_hex, digest);
     let pulled = on(&client, &lab, &tickets[2], |ch| async move {
-        let mut images = ImageServiceClient::new(ch).with_default_timeout(Duration::from_secs(120));
+        let images = ImageServiceClient::new(ch).with_default_timeout(Duration::from_secs(120));
         images.pull_image(PullImageRequest { name: "lab.img".into() }).await.expect("pull on node 3").into_inner()
     })
     .await;

@@ -169,19 +169,19 @@ impl ProcNode {
     }
 
     async fn vm_names(&self) -> Vec<String> {
-        let mut client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        let client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
         let vms = client.list_vms(ListVmsRequest {}).await.expect("ListVms").into_inner().vms;
         vms.into_iter().map(|vm| vm.name).collect()
     }
 
     async fn raft_status(&self) -> RaftStatusReply {
-        let mut client = ClusterStatusClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        let client = ClusterStatusClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
         client.get_raft_status(GetRaftStatusRequest {}).await.expect("GetRaftStatus").into_inner()
     }
 
     /// Creates a VM through this node, retrying while there is no leader.
     async fn create_vm(&self, name: &str) {
-        let mut client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
+        let client = VmServiceClient::new(self.channel().await).with_default_timeout(Duration::from_secs(5));
         let request = CreateVmRequest { name: name.into(), vcpus: 1, memory_mib: 64, image: String::new() };
         let deadline = Instant::now() + WAIT;
         loop {
@@ -232,7 +232,7 @@ async fn nodes_restarted_from_their_data_dir_keep_their_log_and_state() {
     assert!(after.last_log_index >= before.last_log_index, "log lost: {after:?} after {before:?}");
     assert!(after.term >= before.term, "vote lost: {after:?} after {before:?}");
     procs.node(3).wait_for_vms(&["before-kill", "while-down"]).await;
-    let mut status = ClusterStatusClient::new(procs.node(1).channel().await).with_default_timeout(WAIT);
+    let status = ClusterStatusClient::new(procs.node(1).channel().await).with_default_timeout(WAIT);
     let members = status.get_cluster_status(GetClusterStatusRequest {}).await.unwrap().into_inner().members;
     assert_eq!(members.iter().filter(|m| m.voter).map(|m| m.id).collect::<Vec<_>>(), vec![1, 2, 3]);
 
@@ -336,7 +336,7 @@ async fn twenty_restarts_start_no_election_while_the_leader_lives_and_lose_no_wr
         // Joined: every node, the restarted one included, names the same leader.
         agreed_leader(&mut procs).await;
         // One write through the restarted node, once it has joined: no retry.
-        let mut client = VmServiceClient::new(procs.node(victim).channel().await).with_default_timeout(WAIT);
+        let client = VmServiceClient::new(procs.node(victim).channel().await).with_default_timeout(WAIT);
         let name = format!("after-restart-{round}");
         let request = CreateVmRequest { name: name.clone(), vcpus: 1, memory_mib: 64, image: String::new() };
         if let Err(e) = client.create_vm(request).await {

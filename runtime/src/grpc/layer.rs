@@ -4,7 +4,8 @@
 //!   trace context, metrics) as on Iroh;
 //! - trailing metadata a handler attached with [`crate::Trailers`] is sent in the HTTP/2 trailers;
 //! - tonic's size-limit errors (`OUT_OF_RANGE`) are reported as `RESOURCE_EXHAUSTED`, the code the gRPC
-//!   spec and the C-core, Go and Java implementations use.
+//!   spec and the C-core, Go and Java implementations use;
+//! - a status message longer than [`crate::MAX_STATUS_MESSAGE_BYTES`] is cut, as on Iroh.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -18,7 +19,9 @@ use tonic::metadata::MetadataMap;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::call::Transport;
+use std::borrow::Cow;
+
+use crate::call::{MAX_STATUS_MESSAGE_BYTES, Transport, fit_status_message};
 use crate::method::MethodDesc;
 use crate::middleware::{BoxError, CallInfo, Plan, Stack, check, into_status, run};
 use crate::observe::{Served, serve_span};
@@ -35,15 +38,29 @@ fn is_size_limit(code: tonic::Code, message: &str) -> bool {
     code == tonic::Code::OutOfRange && SIZE_LIMIT_MESSAGES.iter().any(|p| message.starts_with(p))
 }
 
-/// The same translation on the wire, for the status headers tonic's server writes.
-pub(crate) fn fix_size_limit_code(headers: &mut HeaderMap) {
+/// Bytes percent-encoded in `grpc-message` (the gRPC spec: anything outside printable ASCII, and `%`);
+/// `utf8_percent_encode` encodes every non-ASCII byte too.
+const GRPC_MESSAGE_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+/// Brings the status headers tonic's server writes in line with the Iroh wire: size-limit errors
+/// are `RESOURCE_EXHAUSTED`, and a message longer than [`MAX_STATUS_MESSAGE_BYTES`] is cut as on
+/// Iroh (whole, it could overflow the client's header limit and fail the call `INTERNAL`).
+pub(crate) fn fix_status_headers(headers: &mut HeaderMap) {
+    let Some(encoded) = headers.get("grpc-message") else { return };
+    // Each byte of a message takes one to three on the wire: a short header needs no decoding.
+    let long = encoded.len() > MAX_STATUS_MESSAGE_BYTES;
     let code = headers.get("grpc-status").and_then(|s| s.to_str().ok()?.parse::<i32>().ok());
-    let message =
-        headers.get("grpc-message").map(|m| percent_encoding::percent_decode(m.as_bytes()).decode_utf8_lossy());
-    if let (Some(code), Some(message)) = (code, message)
-        && is_size_limit(tonic::Code::from_i32(code), &message)
-    {
+    let size_limit = code.is_some_and(|c| tonic::Code::from_i32(c) == tonic::Code::OutOfRange);
+    if !long && !size_limit {
+        return;
+    }
+    let message = percent_encoding::percent_decode(encoded.as_bytes()).decode_utf8_lossy().into_owned();
+    if size_limit && is_size_limit(tonic::Code::OutOfRange, &message) {
         headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+    }
+    if let Cow::Owned(cut) = fit_status_message(&message) {
+        let value = percent_encoding::utf8_percent_encode(&cut, GRPC_MESSAGE_ENCODE).to_string();
+        headers.insert("grpc-message", HeaderValue::try_from(value).expect("percent-encoded text is a valid header"));
     }
 }
 
@@ -163,7 +180,7 @@ where
                             .await
                             .map_err(|e| into_status(e.into()))?;
                         let (mut parts, body) = resp.into_parts();
-                        fix_size_limit_code(&mut parts.headers);
+                        fix_status_headers(&mut parts.headers);
                         // A trailers-only response is the handler's error: layers see it as one.
                         if let Some(status) = Status::from_header_map(&parts.headers)
                             && status.code() != tonic::Code::Ok
@@ -202,7 +219,7 @@ const OTHER: &str = "other";
 /// observes it to its end.
 fn finish(mut resp: http::Response<tonic::body::Body>, served: Served) -> http::Response<tonic::body::Body> {
     // A trailers-only response carries its status in the headers.
-    fix_size_limit_code(resp.headers_mut());
+    fix_status_headers(resp.headers_mut());
     let extra = resp.extensions_mut().remove::<Trailers>().map(|t| t.0.into_headers());
     let served = match Status::from_header_map(resp.headers()) {
         Some(status) => {
@@ -234,7 +251,7 @@ impl HttpBody for TrailerBody {
         Poll::Ready(frame.map(|f| {
             f.map(|frame| match frame.into_trailers() {
                 Ok(mut trailers) => {
-                    fix_size_limit_code(&mut trailers);
+                    fix_status_headers(&mut trailers);
                     if let Some(served) = self.served.take() {
                         let code = Status::from_header_map(&trailers).map_or(tonic::Code::Unknown, |s| s.code());
                         served.finish(code);
@@ -275,13 +292,13 @@ mod tests {
             "grpc-message",
             HeaderValue::from_static("Error,%20decoded%20message%20length%20too%20large:%20found"),
         );
-        fix_size_limit_code(&mut headers);
+        fix_status_headers(&mut headers);
         assert_eq!(headers.get("grpc-status").unwrap(), "8");
 
         let mut other = HeaderMap::new();
         other.insert("grpc-status", HeaderValue::from_static("11"));
         other.insert("grpc-message", HeaderValue::from_static("index%20out%20of%20range"));
-        fix_size_limit_code(&mut other);
+        fix_status_headers(&mut other);
         assert_eq!(other.get("grpc-status").unwrap(), "11");
     }
 }

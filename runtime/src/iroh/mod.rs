@@ -65,7 +65,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 pub(crate) fn trailer_from_status(status: &Status) -> Trailer {
     Trailer {
         code: status.code() as i32,
-        message: status.message().to_owned(),
+        message: crate::call::fit_status_message(status.message()).into_owned(),
         details: status.details().to_vec().into(),
         metadata: metadata_wire::to_wire(status.metadata().clone()),
     }

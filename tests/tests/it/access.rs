@@ -27,7 +27,7 @@ async fn only_allowed_endpoints_connect_and_the_hook_guards_each_call() {
         .unwrap();
     let addr = server.iroh_addr().unwrap();
 
-    let mut friend = KindsClient::new(Channel::iroh(&Connector::new(allowed.clone()), addr.clone()));
+    let friend = KindsClient::new(Channel::iroh(&Connector::new(allowed.clone()), addr.clone()));
     assert_eq!(friend.echo(text("hi")).await.unwrap().into_inner().text, "hi");
 
     // The hook refuses Record for everyone: PERMISSION_DENIED, and the handler never ran.
@@ -39,7 +39,7 @@ async fn only_allowed_endpoints_connect_and_the_hook_guards_each_call() {
     assert!(service.recorded.lock().unwrap().is_empty());
 
     // An endpoint not on the allowlist never gets a call through.
-    let mut other = KindsClient::new(Channel::iroh(&Connector::new(stranger.clone()), addr));
+    let other = KindsClient::new(Channel::iroh(&Connector::new(stranger.clone()), addr));
     let err = other.echo(text("let me in")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("allowlist"), "the refusal says why: {err:?}");

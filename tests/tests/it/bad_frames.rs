@@ -86,7 +86,7 @@ async fn each_bad_call_gets_a_status_and_the_connection_survives() {
     assert!(conn.close_reason().is_none(), "the connection survived every bad call");
 
     // The generated client, sharing that connection through the connector, still works.
-    let mut client = KindsClient::new(running.channel(Transport::Iroh));
+    let client = KindsClient::new(running.channel(Transport::Iroh));
     assert_eq!(client.echo(good).await.unwrap().into_inner().text, "ok");
     running.stop().await;
 }

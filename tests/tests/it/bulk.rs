@@ -15,10 +15,10 @@ async fn sixty_four_mib_each_way() {
     let running =
         harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
     for t in TRANSPORTS {
-        let mut client = TestServiceClient::new(running.channel(t)).max_decoding_message_size(8 << 20);
+        let client = TestServiceClient::new(running.channel(t)).max_decoding_message_size(8 << 20);
         // 64 callers of 1 MiB each way first, as a busy peer would.
         let calls = (0..64).map(|_| {
-            let mut c = client.clone();
+            let c = client.clone();
             async move {
                 let req = duet_tests::pb::grpc::testing::SimpleRequest {
                     response_size: 1 << 20,

@@ -41,7 +41,7 @@ async fn gzip_and_zstd_are_negotiated_both_ways_on_every_transport() {
         let (running, seen) = start(Server::builder().accept_compressed(e).send_compressed(e)).await;
         for via in VIAS {
             seen.lock().unwrap().clear();
-            let mut client = KindsClient::new(running.via(via)).send_compressed(e).accept_compressed(e);
+            let client = KindsClient::new(running.via(via)).send_compressed(e).accept_compressed(e);
             let text = "compressible ".repeat(10_000);
             let reply = client.echo(echo(text.clone())).await.unwrap_or_else(|s| panic!("{via} {name}: {s:?}"));
             assert_eq!(reply.get_ref().text, text, "{via} {name}");
@@ -65,19 +65,19 @@ async fn a_peer_that_does_not_accept_gets_plain_messages_and_an_encoding_not_acc
     for via in VIAS {
         seen.lock().unwrap().clear();
         // Accepts nothing, sends plain: the server answers plain.
-        let mut plain = KindsClient::new(running.via(via));
+        let plain = KindsClient::new(running.via(via));
         let reply = plain.echo(echo("x".repeat(5000))).await.unwrap();
         assert_eq!(encoding(&reply), None, "{via}");
         assert_eq!(*seen.lock().unwrap(), vec![None], "{via}");
 
         // Sends zstd, which the server does not accept: refused before the handler runs.
-        let mut zstd = KindsClient::new(running.via(via)).send_compressed(ZSTD);
+        let zstd = KindsClient::new(running.via(via)).send_compressed(ZSTD);
         let refused = zstd.echo(echo("y".repeat(5000))).await.expect_err("zstd is not accepted");
         assert_eq!(refused.code(), Code::Unimplemented, "{via}: {refused:?}");
         assert!(refused.message().contains("zstd"), "{via}: {}", refused.message());
 
         // Accepts zstd only: the server's gzip is not acceptable, so it answers plain.
-        let mut other = KindsClient::new(running.via(via)).accept_compressed(ZSTD);
+        let other = KindsClient::new(running.via(via)).accept_compressed(ZSTD);
         let reply = other.echo(echo("z".repeat(5000))).await.unwrap();
         assert_eq!(encoding(&reply), None, "{via}");
     }
@@ -89,7 +89,7 @@ async fn a_request_that_inflates_past_the_servers_limit_is_resource_exhausted_an
     let server = Server::builder().accept_compressed(GZIP).max_decoding_message_size(1 << 20);
     let (running, _) = start(server).await;
     for via in VIAS {
-        let mut client = KindsClient::new(running.via(via)).send_compressed(GZIP);
+        let client = KindsClient::new(running.via(via)).send_compressed(GZIP);
         // 32 MiB of one letter: a few tens of KiB once compressed, far past the 1 MiB limit inflated.
         let bomb = client.echo(echo("a".repeat(32 << 20))).await.expect_err("over the limit");
         assert_eq!(bomb.code(), Code::ResourceExhausted, "{via}: {bomb:?}");
@@ -104,7 +104,7 @@ async fn a_response_that_inflates_past_the_clients_limit_is_resource_exhausted()
     let server = Server::builder().accept_compressed(GZIP).send_compressed(GZIP).max_decoding_message_size(64 << 20);
     let (running, _) = start(server).await;
     for via in VIAS {
-        let mut client = KindsClient::new(running.via(via))
+        let client = KindsClient::new(running.via(via))
             .send_compressed(GZIP)
             .accept_compressed(GZIP)
             .max_decoding_message_size(1 << 20);

@@ -202,7 +202,7 @@ async fn connection_settings_are_config_keys_and_a_node_built_from_them_serves_a
         duet::Channel::grpc_from_config(&cfg.transport, &server.peer_addr()).unwrap(),
         duet::Channel::from_config(&cfg.transport, &connector, &server.peer_addr()).unwrap(),
     ] {
-        let mut client = duet_tests::pb::matrix::v1::KindsClient::new(channel);
+        let client = duet_tests::pb::matrix::v1::KindsClient::new(channel);
         let request = duet_tests::pb::matrix::v1::EchoRequest { text: "kept alive".into(), ..Default::default() };
         let first = client.echo(request.clone()).await.unwrap();
         // Idle past several HTTP/2 PINGs: the connection is kept, not torn down.

@@ -117,7 +117,7 @@ async fn ping_pong() {
     let (running, _) = server().await;
     for t in VIAS {
         let (tx, rx) = mpsc::channel(1);
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         let mut replies = client.full_duplex_call(ReceiverStream::new(rx)).await.unwrap().into_inner();
         for (resp, req) in [(31_415, 27_182), (9, 8), (2_653, 1_828), (58_979, 45_904)] {
             tx.send(output_request(&[resp], req)).await.unwrap();
@@ -161,7 +161,7 @@ async fn empty_stream() {
 }
 
 async fn expect_status(running: &Running, t: Via, message: &str) {
-    let mut client = TestServiceClient::new(running.via(t));
+    let client = TestServiceClient::new(running.via(t));
     let status = EchoStatus { code: 2, message: message.into() };
     let req = SimpleRequest { response_status: Some(status.clone()), ..Default::default() };
     let err = client.unary_call(req).await.unwrap_err();
@@ -195,7 +195,7 @@ async fn special_status_message() {
 async fn every_status_code_round_trips() {
     let (running, _) = server().await;
     for t in VIAS {
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         for code in 1..=16 {
             let req = SimpleRequest {
                 response_status: Some(EchoStatus { code, message: format!("code {code}") }),
@@ -214,7 +214,7 @@ async fn custom_metadata() {
     let (running, _) = server().await;
     let trailing = BinaryMetadataValue::from_bytes(&[0xab, 0xab, 0xab]);
     for t in VIAS {
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         let mut req =
             Request::new(SimpleRequest { response_size: 314_159, payload: body(271_828), ..Default::default() });
         req.metadata_mut().insert(ECHO_INITIAL, MetadataValue::from_static("test_initial_metadata_value"));
@@ -261,7 +261,7 @@ async fn unimplemented_service() {
 async fn timeout_on_sleeping_server() {
     let (running, service) = server().await;
     for t in VIAS {
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         // The server would sleep 10 s before answering; the call allows 50 ms.
         let slow = StreamingOutputCallRequest {
             response_parameters: vec![ResponseParameters { size: 1, interval_us: 10_000_000 }],
@@ -277,7 +277,7 @@ async fn timeout_on_sleeping_server() {
         assert_eq!(result.unwrap_err().code(), Code::DeadlineExceeded, "{t}");
 
         // A client-wide default deadline does the same.
-        let mut client = client.with_default_timeout(Duration::from_millis(50));
+        let client = client.with_default_timeout(Duration::from_millis(50));
         let result = match client.streaming_output_call(slow).await {
             Ok(resp) => resp.into_inner().message().await.map(|_| ()),
             Err(status) => Err(status),
@@ -294,7 +294,7 @@ async fn timeout_on_sleeping_server() {
 async fn cancel_after_begin() {
     let (running, service) = server().await;
     for (i, t) in VIAS.into_iter().enumerate() {
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         let (tx, rx) = mpsc::channel::<StreamingInputCallRequest>(1);
         let call = tokio::spawn(async move { client.streaming_input_call(ReceiverStream::new(rx)).await });
         // Let the call begin on the server, then cancel it.
@@ -322,7 +322,7 @@ async fn cancel_after_first_response() {
     let (running, service) = server().await;
     for (i, t) in VIAS.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(1);
-        let mut client = TestServiceClient::new(running.via(t));
+        let client = TestServiceClient::new(running.via(t));
         let mut replies = client.full_duplex_call(ReceiverStream::new(rx)).await.unwrap().into_inner();
         tx.send(output_request(&[31_415], 27_182)).await.unwrap();
         assert_eq!(size_of(&replies.message().await.unwrap().unwrap()), 31_415);
@@ -339,7 +339,7 @@ async fn concurrent_large_unary() {
     for t in VIAS {
         let client = TestServiceClient::new(running.via(t));
         let calls = (0..32).map(|_| {
-            let mut client = client.clone();
+            let client = client.clone();
             async move {
                 let req = SimpleRequest { response_size: 314_159, payload: body(271_828), ..Default::default() };
                 client.unary_call(req).await.map(|r| r.into_inner().payload.unwrap().body.len())

@@ -73,7 +73,7 @@ async fn iroh_stopped_mid_run_loses_nothing_and_runs_nothing_twice() {
     // batch 30 is in the air.
     for batch in 0..100 {
         let calls = futures_util::future::join_all((0..10).map(|j| {
-            let (mut echo, mut record) = (client.clone(), client.clone());
+            let (echo, record) = (client.clone(), client.clone());
             let i = batch * 10 + j;
             async move {
                 let e = echo.echo(text(format!("echo-{i}"))).await;
@@ -153,7 +153,7 @@ async fn unreachable_iroh_falls_back_invisibly_for_every_method_kind() {
     let cfg = config("prefer_iroh_for = [\"kinds\"]");
     let mut s = setup(&cfg).await;
     s.server.stop_iroh().await;
-    let mut client = KindsClient::new(s.channel.clone());
+    let client = KindsClient::new(s.channel.clone());
     let r = client.record(text("only-once")).await.unwrap();
     assert_eq!(transport_of(&r), Transport::Grpc);
     assert_eq!(s.service.recorded.lock().unwrap().get("only-once"), Some(&1));

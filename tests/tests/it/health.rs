@@ -17,7 +17,7 @@ async fn check_and_watch_answer_what_the_reporter_sets_on_every_transport() {
     let (reporter, health) = duet_health::health_reporter();
     let running = harness::serve(duet::Server::builder().add_service(health)).await;
     for via in VIAS {
-        let mut client = HealthClient::new(running.via(via)).with_default_timeout(Duration::from_secs(5));
+        let client = HealthClient::new(running.via(via)).with_default_timeout(Duration::from_secs(5));
         let server = client.check(request("")).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
         assert_eq!(server.get_ref().status, ServingStatus::Serving as i32, "{via}: the server starts SERVING");
         let unknown = client.check(request("no.such.Service")).await.expect_err("never reported");

@@ -97,7 +97,7 @@ async fn a_killed_server_ends_calls_by_their_deadline_and_is_reached_again_after
 
     // New calls while the node is down fail too, by their deadline.
     let calls = join_all(clients.iter().map(|(name, client)| {
-        let mut client = client.clone();
+        let client = client.clone();
         async move {
             let start = Instant::now();
             (*name, client.echo(text("down")).await, start.elapsed())
@@ -116,7 +116,7 @@ async fn a_killed_server_ends_calls_by_their_deadline_and_is_reached_again_after
     // Iroh first, so its figure is measured from the restart.
     let iroh_first = clients.iter().filter(|c| c.0 == "iroh").chain(clients.iter().filter(|c| c.0 != "iroh"));
     for (name, client) in iroh_first {
-        let mut client = client.clone().with_default_timeout(Duration::from_secs(1));
+        let client = client.clone().with_default_timeout(Duration::from_secs(1));
         let start = Instant::now();
         let mut last = None;
         while start.elapsed() < Duration::from_secs(60) {

@@ -101,7 +101,7 @@ async fn behind_two_home_nats_calls_start_on_the_relay_and_move_to_a_hole_punche
             let (stop_tx, stop) = tokio::sync::watch::channel(false);
             let callers: Vec<_> = (0..4)
                 .map(|c| {
-                    let (mut client, stop) = (client.clone(), stop.clone());
+                    let (client, stop) = (client.clone(), stop.clone());
                     tokio::spawn(async move {
                         let (mut ok, mut failed) = (0usize, vec![]);
                         while !*stop.borrow() {
@@ -175,7 +175,7 @@ async fn behind_nats_that_defeat_hole_punching_every_method_kind_goes_through_th
             let endpoint = duet::iroh::endpoint::bind_from_config(&cfg.transport.iroh).await.expect("endpoint");
             tokio::time::timeout(Duration::from_secs(20), endpoint.online()).await.expect("home relay reached");
             let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
-            let mut client = KindsClient::new(Channel::iroh(&connector, peer.clone()))
+            let client = KindsClient::new(Channel::iroh(&connector, peer.clone()))
                 .with_default_timeout(Duration::from_secs(60))
                 .max_decoding_message_size(1 << 20);
             let unary = client.echo(text("unary")).await.expect("unary").into_inner().text;
@@ -249,7 +249,7 @@ async fn a_server_behind_a_nat_is_out_of_grpc_reach_and_dual_serves_every_call_o
             tokio::time::timeout(Duration::from_secs(20), endpoint.online()).await.expect("home relay reached");
             let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
             let dual = Channel::from_config(&cfg.transport, &connector, &peer).unwrap();
-            let mut client = KindsClient::new(dual).with_default_timeout(Duration::from_secs(10));
+            let client = KindsClient::new(dual).with_default_timeout(Duration::from_secs(10));
             let mut transports = vec![];
             for i in 0..20 {
                 let r = client.echo(text(i.to_string())).await.expect("a Dual call");
@@ -325,7 +325,7 @@ async fn with_udp_blocked_iroh_rides_the_relay_over_tcp_and_without_a_relay_dual
             tokio::time::timeout(Duration::from_secs(20), endpoint.online()).await.expect("home relay reached");
             let connector = Connector::from_config(endpoint.clone(), &with_relay.transport.iroh);
             let peer = PeerAddr { grpc: Some(grpc), iroh: Some(relayed.clone()) };
-            let mut client = KindsClient::new(Channel::from_config(&with_relay.transport, &connector, &peer).unwrap())
+            let client = KindsClient::new(Channel::from_config(&with_relay.transport, &connector, &peer).unwrap())
                 .with_default_timeout(Duration::from_secs(10));
             let over_relay = client.echo(text("relay")).await.unwrap().extensions().get::<Transport>().copied();
             let conn = connector.connection(relayed).await.unwrap();
@@ -338,9 +338,8 @@ async fn with_udp_blocked_iroh_rides_the_relay_over_tcp_and_without_a_relay_dual
             let connector = Connector::from_config(endpoint.clone(), &without_relay.transport.iroh);
             let peer = PeerAddr { grpc: Some(grpc), iroh: Some(direct) };
             let deadline = Duration::from_secs(2);
-            let mut client =
-                KindsClient::new(Channel::from_config(&without_relay.transport, &connector, &peer).unwrap())
-                    .with_default_timeout(deadline);
+            let client = KindsClient::new(Channel::from_config(&without_relay.transport, &connector, &peer).unwrap())
+                .with_default_timeout(deadline);
             let started = Instant::now();
             let mut calls = vec![];
             for i in 0..40 {
@@ -402,7 +401,7 @@ async fn unary_and_streaming_calls_complete_through_one_and_five_percent_packet_
             .spawn(move |_| async move {
                 let endpoint = duet::iroh::endpoint::bind_from_config(&cfg.transport.iroh).await.unwrap();
                 let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
-                let mut client = KindsClient::new(Channel::iroh(&connector, peer))
+                let client = KindsClient::new(Channel::iroh(&connector, peer))
                     .with_default_timeout(Duration::from_secs(30))
                     .max_decoding_message_size(1 << 20);
                 let mut latencies = vec![];
@@ -467,7 +466,7 @@ async fn a_silent_cut_between_two_hosts_moves_dual_to_grpc_within_a_second_and_h
         .spawn(move |_| async move {
             let endpoint = duet::iroh::endpoint::bind_from_config(&cfg.transport.iroh).await.unwrap();
             let connector = Connector::from_config(endpoint.clone(), &cfg.transport.iroh);
-            let mut client = KindsClient::new(Channel::from_config(&cfg.transport, &connector, &peer).unwrap())
+            let client = KindsClient::new(Channel::from_config(&cfg.transport, &connector, &peer).unwrap())
                 .with_default_timeout(Duration::from_secs(5));
             let first = client.echo(text("up")).await.unwrap();
             let before = first.extensions().get::<Transport>().copied();

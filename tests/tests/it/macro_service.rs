@@ -100,7 +100,7 @@ async fn macro_impls_serve_every_kind_on_both_transports() {
     let server = KindsServer::new(WithStreams);
     let running = harness::serve(Server::builder().add_service(server)).await;
     for t in TRANSPORTS {
-        let mut c = KindsClient::new(running.channel(t));
+        let c = KindsClient::new(running.channel(t));
         assert_eq!(c.echo(text("hi")).await.unwrap().into_inner().text, "hi");
         let counted: Vec<u32> =
             c.count(CountRequest { count: 4 }).await.unwrap().into_inner().map(|r| r.unwrap().index).collect().await;
@@ -123,7 +123,7 @@ async fn macro_impls_serve_every_kind_on_both_transports() {
 
     let running = harness::serve(Server::builder().add_service(KindsServer::new(WithVec))).await;
     for t in TRANSPORTS {
-        let mut c = KindsClient::new(running.channel(t));
+        let c = KindsClient::new(running.channel(t));
         let counted: Vec<u32> =
             c.count(CountRequest { count: 3 }).await.unwrap().into_inner().map(|r| r.unwrap().index).collect().await;
         assert_eq!(counted, [0, 1, 2], "{t}");

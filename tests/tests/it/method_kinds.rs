@@ -20,7 +20,7 @@ async fn kinds_server() -> harness::Running {
 async fn unary_on_each_transport_reports_its_transport() {
     let running = kinds_server().await;
     for transport in TRANSPORTS {
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         let resp = client.echo(text("hello")).await.unwrap();
         assert_eq!(resp.extensions().get::<Transport>(), Some(&transport));
         assert_eq!(resp.into_inner().text, "hello", "{transport}");
@@ -32,7 +32,7 @@ async fn unary_on_each_transport_reports_its_transport() {
 async fn server_streaming_several_and_empty() {
     let running = kinds_server().await;
     for transport in TRANSPORTS {
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         let stream = client.count(CountRequest { count: 5 }).await.unwrap().into_inner();
         let got: Vec<_> = stream.map(|r| r.unwrap().index).collect().await;
         assert_eq!(got, [0, 1, 2, 3, 4], "{transport}");
@@ -47,7 +47,7 @@ async fn server_streaming_several_and_empty() {
 async fn client_streaming_several_and_empty() {
     let running = kinds_server().await;
     for transport in TRANSPORTS {
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         let reqs = futures_util::stream::iter(["a", "b", "c"].map(text));
         let reply = client.join(reqs).await.unwrap().into_inner();
         assert_eq!((reply.text.as_str(), reply.index), ("a,b,c", 3), "{transport}");
@@ -62,7 +62,7 @@ async fn client_streaming_several_and_empty() {
 async fn bidi_ping_pong_and_empty() {
     let running = kinds_server().await;
     for transport in TRANSPORTS {
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let mut replies = client.chat(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
         for (i, word) in ["ping", "pong", "pang"].into_iter().enumerate() {
@@ -84,7 +84,7 @@ async fn handler_status_reaches_the_client_unchanged() {
     let running = kinds_server().await;
     let details = Bytes::from_static(&[0, 1, 2, 255, 254]);
     for transport in TRANSPORTS {
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         for code in [Code::InvalidArgument, Code::NotFound, Code::Aborted, Code::DataLoss] {
             let req = EchoRequest {
                 text: String::new(),
@@ -137,7 +137,7 @@ async fn unimplemented_method_and_service() {
         assert_eq!(status.code(), Code::Unimplemented, "{transport}: {status:?}");
 
         // And the channel still works afterwards.
-        let mut client = KindsClient::new(running.channel(transport));
+        let client = KindsClient::new(running.channel(transport));
         assert_eq!(client.echo(text("still here")).await.unwrap().into_inner().text, "still here");
     }
     running.stop().await;

@@ -93,7 +93,7 @@ fn echo(text: &str) -> EchoRequest {
 async fn a_server_interceptor_refuses_a_call_without_its_token_on_every_transport() {
     let f = start().await;
     for via in VIAS {
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         let refused = client.echo(echo("hi")).await.expect_err("no token");
         assert_eq!(refused.code(), Code::Unauthenticated, "{via}: {refused:?}");
         assert_eq!(refused.message(), "no token", "{via}");
@@ -108,7 +108,7 @@ async fn a_server_interceptor_refuses_a_call_without_its_token_on_every_transpor
 async fn a_server_layer_adds_response_metadata_that_reaches_the_client_on_every_transport() {
     let f = start().await;
     for via in VIAS {
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         let unary = client.echo(with_token(echo("hi"))).await.unwrap();
         assert_eq!(unary.metadata().get("x-layer").map(|v| v.to_str().unwrap()), Some("seen"), "{via} unary");
         let stream = client.count(with_token(CountRequest { count: 3 })).await.unwrap();
@@ -123,7 +123,7 @@ async fn a_server_layer_adds_response_metadata_that_reaches_the_client_on_every_
 async fn extensions_an_interceptor_adds_reach_the_handler_on_every_transport() {
     let f = start().await;
     for via in VIAS {
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         let reply = client.echo(with_token(echo("tag"))).await.unwrap();
         assert_eq!(reply.get_ref().text, r#"Some(Tag("from-interceptor"))"#, "{via}");
     }
@@ -136,7 +136,7 @@ async fn the_interceptor_sees_path_transport_peer_and_deadline_alike_on_both_tra
     let client_id = f.running.connector.endpoint().id();
     for via in VIAS {
         f.seen.lock().unwrap().clear();
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         let mut req = with_token(echo("hi"));
         req.set_timeout(Duration::from_secs(7));
         client.echo(req).await.unwrap();
@@ -201,7 +201,7 @@ async fn client_middleware_runs_once_per_call_on_every_transport_and_once_across
     for via in VIAS {
         intercepted.store(0, Ordering::SeqCst);
         answered.lock().unwrap().clear();
-        let mut client = KindsClient::new(channel(via));
+        let client = KindsClient::new(channel(via));
         // The server's interceptor admits the call only with the token the client's added.
         client.echo(echo("a")).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
         let stream = client.count(CountRequest { count: 2 }).await.unwrap();
@@ -249,7 +249,7 @@ async fn a_server_records_the_calls_it_serves_as_histograms_by_transport_and_cod
     let metrics = metrics();
     let f = start().await;
     for via in [Via::Grpc, Via::Iroh] {
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         for _ in 0..3 {
             client.echo(with_token(echo("m"))).await.unwrap();
         }
@@ -358,7 +358,7 @@ async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
         .expect("the only test in this binary that installs a subscriber");
     let f = start().await;
     for via in VIAS {
-        let mut client = KindsClient::new(f.running.via(via));
+        let client = KindsClient::new(f.running.via(via));
         let reply = client.echo(with_token(echo("trace"))).await.unwrap();
         let text = &reply.get_ref().text;
         let trace = text
@@ -373,7 +373,7 @@ async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
     }
 
     // A traceparent the caller set itself (an OpenTelemetry propagator's, say) is sent as it is.
-    let mut client = KindsClient::new(f.running.via(Via::Iroh));
+    let client = KindsClient::new(f.running.via(Via::Iroh));
     let mut req = with_token(echo("trace"));
     req.metadata_mut()
         .insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());

@@ -130,7 +130,7 @@ async fn calls_in_flight_at_a_silent_cut_are_retried_or_refused_within_the_bound
     lab.service.set_delay(Transport::Iroh, 2_000);
     let calls: Vec<_> = (0..4)
         .map(|i| {
-            let (mut echo, mut record) = (client.clone(), client.clone());
+            let (echo, record) = (client.clone(), client.clone());
             tokio::spawn(async move {
                 let e = echo.echo(text(format!("echo-{i}"))).await;
                 let echo_done = Instant::now();
@@ -166,7 +166,7 @@ async fn calls_in_flight_at_a_silent_cut_are_retried_or_refused_within_the_bound
     until_over(&mut fresh, Transport::Iroh, Duration::from_secs(20)).await;
     let records: Vec<_> = (0..4)
         .map(|i| {
-            let mut record = client.clone();
+            let record = client.clone();
             tokio::spawn(async move { (i, record.record(text(format!("once-{i}"))).await, Instant::now()) })
         })
         .collect();
@@ -195,7 +195,7 @@ async fn the_breaker_learns_from_silent_deadlines_but_not_from_slow_handlers() {
     let lab = cut_setup().await;
     let channel = lab.dual("breaker_failures = 2\nbreaker_cooldown_ms = 60000");
     let short = Duration::from_millis(250);
-    let mut client = KindsClient::new(channel.clone()).with_default_timeout(short);
+    let client = KindsClient::new(channel.clone()).with_default_timeout(short);
     assert_eq!(transport_of(&client.echo(text("warm")).await.unwrap()), Some(Transport::Iroh));
 
     // A slow handler: the peer acknowledges, the deadline passes, and that is the answer.
@@ -250,7 +250,7 @@ async fn a_peer_that_dials_in_gets_a_silent_outgoing_connection_to_it_checked_at
     let here = here.unwrap();
     let peer_key = lab.running.server.endpoint().unwrap().secret_key().clone();
     let peer_id = peer_key.public();
-    let mut client = KindsClient::new(lab.iroh()).with_default_timeout(Duration::from_secs(2));
+    let client = KindsClient::new(lab.iroh()).with_default_timeout(Duration::from_secs(2));
     client.echo(text("warm")).await.unwrap();
     let before = lab.connector.connection(lab.peer.iroh.clone().unwrap()).await.unwrap().stable_id();
 
@@ -263,7 +263,7 @@ async fn a_peer_that_dials_in_gets_a_silent_outgoing_connection_to_it_checked_at
                 .bind()
                 .await
                 .unwrap();
-            let mut back = KindsClient::new(Channel::iroh(&Connector::new(ep.clone()), to));
+            let back = KindsClient::new(Channel::iroh(&Connector::new(ep.clone()), to));
             back.echo(text("hello from the peer")).await.unwrap();
             ep
         }

@@ -55,7 +55,7 @@ async fn every_shape_round_trips_on_both_transports() {
     )
     .await;
     for transport in TRANSPORTS {
-        let mut mirror = MirrorClient::new(running.channel(transport));
+        let mirror = MirrorClient::new(running.channel(transport));
         let sent = sample();
         assert_eq!(mirror.reflect(sent.clone()).await.unwrap().into_inner(), sent, "{transport}");
 
@@ -70,7 +70,7 @@ async fn every_shape_round_trips_on_both_transports() {
         assert_eq!(grown, tree(2).children, "{transport}");
 
         // Well-known types: Empty as (), Timestamp.
-        let mut clock = ClockClient::new(running.channel(transport));
+        let clock = ClockClient::new(running.channel(transport));
         assert_eq!(clock.now(()).await.unwrap().into_inner(), FIXED_NOW, "{transport}");
         clock.ping(()).await.unwrap();
     }
@@ -201,7 +201,7 @@ async fn large_bytes_fields_of_every_shape_share_the_received_buffer() {
     // And on the wire, where the sender hands such fields to the stream as chunks of their own.
     let running = harness::serve(Server::builder().add_service(MirrorServer::new(MirrorImpl))).await;
     for transport in TRANSPORTS {
-        let mut mirror = MirrorClient::new(running.channel(transport));
+        let mirror = MirrorClient::new(running.channel(transport));
         assert_eq!(mirror.reflect(msg.clone()).await.unwrap().into_inner(), msg, "{transport}");
     }
     running.stop().await;

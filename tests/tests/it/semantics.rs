@@ -63,7 +63,7 @@ async fn size_limits_are_resource_exhausted_on_both_sides() {
         assert_eq!(err.code(), Code::ResourceExhausted, "{t} server decode: {err:?}");
         assert_eq!(client.clone().echo(text("small")).await.unwrap().into_inner().text, "small");
         // The server refuses to send a response past its encoding limit.
-        let mut big_reply = client.clone().max_decoding_message_size(1 << 20);
+        let big_reply = client.clone().max_decoding_message_size(1 << 20);
         let err = big_reply.echo(text("y".repeat(1000))).await.map(|_| ()).and(Ok(()));
         assert!(err.is_ok(), "{t}: 1000 bytes fits both limits");
         // The client refuses a response past its own decoding limit.
@@ -120,7 +120,7 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
     for t in TRANSPORTS {
         let running =
             harness::serve(Server::builder().add_service(TestServiceServer::new(TestServiceImpl::default()))).await;
-        let mut client = TestServiceClient::new(running.channel(t));
+        let client = TestServiceClient::new(running.channel(t));
         // A call that takes 300 ms on the server.
         let slow = StreamingOutputCallRequest {
             response_parameters: vec![ResponseParameters { size: 10, interval_us: 300_000 }],
@@ -145,4 +145,21 @@ async fn shutdown_drains_in_flight_calls_and_refuses_new_ones() {
         shutdown.await.unwrap();
         connector.endpoint().close().await;
     }
+}
+
+#[tokio::test]
+async fn a_long_status_message_arrives_cut_and_the_same_on_both_transports() {
+    let running = harness::serve(Server::builder().add_service(KindsServer::new(KindsImpl::default()))).await;
+    let long = "status ".repeat(3000);
+    let mut seen = vec![];
+    for t in TRANSPORTS {
+        let req = EchoRequest { fail_with: Code::FailedPrecondition as i32, fail_message: long.clone(), ..text("x") };
+        let status = KindsClient::new(running.channel(t)).echo(req).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{t}: {status}");
+        assert!(status.message().len() <= duet::MAX_STATUS_MESSAGE_BYTES, "{t}: {} bytes", status.message().len());
+        assert!(status.message().starts_with("status status"), "{t}");
+        assert!(status.message().ends_with("[… status message cut: 21000 bytes in all]"), "{t}");
+        seen.push(status.message().to_owned());
+    }
+    assert_eq!(seen[0], seen[1], "the same message on gRPC and Iroh");
 }

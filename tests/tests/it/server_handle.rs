@@ -28,7 +28,7 @@ async fn dropping_the_handle_stops_grpc_and_iroh() {
     }
     // Calls on both transports fail, and do not wait out their deadline for it.
     for (name, channel) in [("grpc", grpc), ("iroh", iroh)] {
-        let mut client = KindsClient::new(channel).with_default_timeout(Duration::from_secs(30));
+        let client = KindsClient::new(channel).with_default_timeout(Duration::from_secs(30));
         let started = tokio::time::Instant::now();
         let mut last = None;
         while started.elapsed() < Duration::from_secs(10) {

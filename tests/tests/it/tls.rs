@@ -105,7 +105,7 @@ async fn serve(cfg: &Config, service: &KindsImpl) -> ServerHandle {
 async fn echo(cfg: &Config, server: &ServerHandle) -> Result<Transport, Status> {
     let connector = Connector::new(endpoint::bind_loopback().await.unwrap());
     let channel = Channel::from_config(&cfg.transport, &connector, &server.peer_addr()).expect("client config");
-    let mut client = KindsClient::new(channel).with_default_timeout(Duration::from_secs(5));
+    let client = KindsClient::new(channel).with_default_timeout(Duration::from_secs(5));
     let reply = client.echo(EchoRequest { text: "over tls".into(), ..Default::default() }).await?;
     assert_eq!(reply.get_ref().text, "over tls");
     Ok(*reply.extensions().get::<Transport>().unwrap())
@@ -142,7 +142,7 @@ async fn a_plaintext_client_to_a_tls_port_fails_cleanly_and_the_port_serves_on()
     let server = serve(&cfg, &service).await;
 
     let plain = Channel::grpc_lazy(format!("http://{}", server.grpc_addr().unwrap())).unwrap();
-    let mut client = KindsClient::new(plain).with_default_timeout(Duration::from_secs(5));
+    let client = KindsClient::new(plain).with_default_timeout(Duration::from_secs(5));
     let err = client.echo(EchoRequest::default()).await.unwrap_err();
     assert!(
         matches!(err.code(), Code::Unavailable | Code::Internal | Code::Unknown),

@@ -123,7 +123,7 @@ async fn duet_client_calls_a_plain_tonic_server() {
             .add_service(TonicServer::new(PlainTonic))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut client = TestServiceClient::new(Channel::connect_grpc(format!("http://{addr}")).await.unwrap());
+    let client = TestServiceClient::new(Channel::connect_grpc(format!("http://{addr}")).await.unwrap());
 
     let resp = client.unary_call(SimpleRequest { response_size: 314_159, ..Default::default() }).await.unwrap();
     assert_eq!(resp.extensions().get::<Transport>(), Some(&Transport::Grpc));

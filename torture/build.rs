@@ -1,0 +1,4 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    duet_codegen::configure().compile(&["torture/type/async/names.proto"], &["../proto"])?;
+    Ok(())
+}
