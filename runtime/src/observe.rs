@@ -18,8 +18,7 @@ use crate::method::MethodDesc;
 use crate::middleware::TraceContext;
 
 /// Runs `call` in `span` when the span is enabled: entering a disabled span on every poll is not
-/// free (callgrind: ~1.4k instructions per call on the gRPC path, about a quarter of what duet adds
-/// to a tonic call).
+/// free (about a quarter of what duet adds to a tonic call on the gRPC path; BENCHMARKS.md).
 pub(crate) fn traced<F: Future>(span: tracing::Span, call: F) -> Either<F, Instrumented<F>> {
     use tracing::Instrument;
     // Not an async fn: one that took `call` and awaited it would hold two copies of its state.

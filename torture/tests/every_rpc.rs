@@ -5,6 +5,7 @@
 use duet::iroh::Connector;
 use duet::iroh::endpoint;
 use duet::{Channel, Request, Response, Server, Status, Streaming, Transport};
+use duet_torture::core::std::duet::prost::serde::tonic as crates;
 use duet_torture::torture::r#type::r#async as pb;
 use futures_util::StreamExt;
 use pb::{ExtendClient, ExtendServer, Ping, Pong, TClient, TServer};
@@ -103,6 +104,19 @@ impl pb::T for Torture {
 
 impl pb::Empty for Torture {}
 
+impl crates::Crates for Torture {
+    async fn echo(&self, request: Request<crates::Alloc>) -> Result<Response<crates::Alloc>, Status> {
+        Ok(Response::new(request.into_inner()))
+    }
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<crates::Alloc>>,
+    ) -> Result<Response<duet::BoxStream<crates::Alloc>>, Status> {
+        Ok(Response::new(Box::pin(request.into_inner())))
+    }
+}
+
 async fn channels() -> (duet::ServerHandle, Vec<(Transport, Channel)>) {
     let server = Server::builder()
         .grpc("127.0.0.1:0".parse().unwrap())
@@ -110,6 +124,7 @@ async fn channels() -> (duet::ServerHandle, Vec<(Transport, Channel)>) {
         .add_service(ExtendServer::new(Torture))
         .add_service(TServer::new(Torture))
         .add_service(pb::EmptyServer::new(Torture))
+        .add_service(crates::CratesServer::new(Torture))
         .serve()
         .await
         .expect("serves");
@@ -224,5 +239,30 @@ async fn minus_zero_arrives_as_each_wire_encodes_it() {
             Transport::Grpc => assert!(back.is_sign_positive(), "gRPC: {back}"),
             Transport::Iroh => assert!(back.is_sign_negative(), "Iroh: {back}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_package_named_after_core_std_and_duet_shadows_nothing() {
+    let (_server, channels) = channels().await;
+    let leaf = crates::Alloc { data: duet::bytes::Bytes::from_static(b"leaf"), ..Default::default() };
+    let tree = crates::Alloc {
+        data: duet::bytes::Bytes::from(vec![7u8; 5000]),
+        names: vec!["a".into(), "b".into()],
+        children: [("child".to_owned(), leaf.clone())].into(),
+        next: Some(Box::new(leaf)),
+    };
+    for (transport, channel) in channels {
+        let client = crates::CratesClient::new(channel);
+        assert_eq!(client.echo(tree.clone()).await.unwrap().into_inner(), tree, "{transport}");
+        let back: Vec<crates::Alloc> = client
+            .stream(futures_util::stream::iter([tree.clone(), crates::Alloc::default()]))
+            .await
+            .unwrap()
+            .into_inner()
+            .map(|m| m.unwrap())
+            .collect()
+            .await;
+        assert_eq!(back, [tree.clone(), crates::Alloc::default()], "{transport}");
     }
 }
