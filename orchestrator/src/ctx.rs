@@ -44,6 +44,8 @@ pub struct Ctx {
     pub join_lock: tokio::sync::Mutex<()>,
     /// Deadline of calls to peers.
     pub rpc_timeout: Duration,
+    /// When each member was last heard from.
+    pub liveness: Arc<crate::liveness::Liveness>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -66,6 +68,11 @@ impl Ctx {
         Some((id, member))
     }
 
+    /// Whether this node is the leader, as far as it knows.
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// Members of the cluster and whether each votes.
     pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
         let metrics = self.raft.metrics().borrow().clone();
@@ -84,6 +91,9 @@ impl Ctx {
 
     /// [`Ctx::propose`], with the log index the command was committed at.
     pub async fn propose_at(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
+        // The leader hears every member, so it places VMs and judges starts; a follower forwards
+        // the command as the client gave it.
+        let command = if self.is_leader() { crate::placement::at_leader(self, command)? } else { command };
         match self.raft.client_write(command.clone()).await {
             Ok(reply) => Ok((reply.log_id.index, reply.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {

@@ -17,6 +17,7 @@ use crate::calls::CallLog;
 use crate::config::NodeConfig;
 use crate::ctx::Ctx;
 use crate::images::ImageStore;
+use crate::liveness::Liveness;
 use crate::pb::orchestrator::v1::{
     ClusterStatusClient, ClusterStatusServer, ImageServiceServer, JoinClusterRequest, MonitoringServer, RaftPayload,
     RaftServiceClient, RaftServiceServer, VmServiceServer,
@@ -196,12 +197,13 @@ impl std::fmt::Debug for Node {
 struct DuetRaftSender {
     peers: Arc<crate::peers::Peers>,
     calls: CallLog,
+    liveness: Arc<Liveness>,
 }
 
 impl RaftSender for DuetRaftSender {
     fn send(
         &self,
-        _target: NodeId,
+        target: NodeId,
         member: &Member,
         rpc: RaftRpc,
         payload: Vec<u8>,
@@ -209,6 +211,7 @@ impl RaftSender for DuetRaftSender {
     ) -> BoxFuture<'static, Result<Vec<u8>, Status>> {
         let channel = self.peers.channel(&member.ticket);
         let calls = self.calls.clone();
+        let liveness = self.liveness.clone();
         Box::pin(async move {
             let client = RaftServiceClient::new(channel?).with_default_timeout(timeout);
             let request = RaftPayload { postcard: payload.into() };
@@ -220,6 +223,9 @@ impl RaftSender for DuetRaftSender {
             };
             let took = started.elapsed();
             let transport = reply.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+            if reply.is_ok() {
+                liveness.heard(target, transport);
+            }
             calls.record("5 raft", &format!("RaftService/{name}"), transport, took);
             let label = transport.map_or("failed", |t| if t == Transport::Iroh { "iroh" } else { "grpc" });
             metrics::histogram!("orchestrator_raft_rpc_seconds", "rpc" => name, "transport" => label)
@@ -270,7 +276,9 @@ impl Node {
         }
         let connector = endpoint.clone().map(|e| Connector::from_config(e, &transport.iroh));
         let peers = Arc::new(crate::peers::Peers::new(transport.clone(), connector, config.node.cluster_token.clone()));
-        let sender = Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone() });
+        let liveness = Arc::new(Liveness::new(Duration::from_millis(config.node.heartbeat_ms)));
+        let sender =
+            Arc::new(DuetRaftSender { peers: peers.clone(), calls: options.calls.clone(), liveness: liveness.clone() });
         let raft_config = Arc::new(crate::raft::raft_config(Duration::from_millis(config.node.heartbeat_ms)));
         // Subscribed before Raft starts: starting re-applies the committed log.
         let applied = disk.state_machine.subscribe();
@@ -297,6 +305,7 @@ impl Node {
             metrics: options.metrics.clone(),
             join_lock: tokio::sync::Mutex::new(()),
             rpc_timeout: PEER_RPC_TIMEOUT,
+            liveness,
         });
 
         let (health, health_service) = duet_health::health_reporter();

@@ -151,6 +151,9 @@ impl ClusterState {
                 if self.vms.contains_key(name) {
                     return reject(RejectKind::AlreadyExists, format!("VM {name:?} already exists"));
                 }
+                if *host == crate::placement::UNPLACED {
+                    return reject(RejectKind::FailedPrecondition, format!("VM {name:?} reached the log unplaced"));
+                }
                 if !image.is_empty() && !self.images.contains_key(image) {
                     return reject(RejectKind::NotFound, format!("no image {image:?} in the cluster"));
                 }

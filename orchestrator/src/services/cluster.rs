@@ -18,7 +18,8 @@ use crate::raft::Member;
 #[derive(Debug, Clone)]
 pub struct ClusterStatusService(pub Arc<Ctx>);
 
-/// The cluster as `ctx`'s node sees it.
+/// The cluster as `ctx`'s node sees it; liveness as this node heard it (see [`with_leaders_liveness`]
+/// for a follower's answer).
 pub(crate) fn cluster_status(ctx: &Ctx) -> ClusterStatusReply {
     let metrics = ctx.raft.metrics().borrow().clone();
     let leader = metrics.current_leader.unwrap_or(0);
@@ -27,6 +28,7 @@ pub(crate) fn cluster_status(ctx: &Ctx) -> ClusterStatusReply {
         .into_iter()
         .map(|(id, m, voter)| {
             let peer: Option<PeerAddr> = m.ticket.parse().ok();
+            let seen = ctx.liveness.last_seen(id);
             MemberProto {
                 id,
                 name: m.name.clone(),
@@ -35,6 +37,13 @@ pub(crate) fn cluster_status(ctx: &Ctx) -> ClusterStatusReply {
                 ticket: m.ticket,
                 voter,
                 leader: id == leader,
+                live: id == ctx.id || seen.is_some_and(|s| s.live),
+                last_seen_ms: if id == ctx.id {
+                    Some(0)
+                } else {
+                    seen.map(|s| u64::try_from(s.ago.as_millis()).unwrap_or(u64::MAX))
+                },
+                reachable_over: seen.and_then(|s| s.over).map(|t| t.to_string()).unwrap_or_default(),
             }
         })
         .collect();
@@ -47,12 +56,43 @@ pub(crate) fn cluster_status(ctx: &Ctx) -> ClusterStatusReply {
     }
 }
 
+/// A follower hears only its leader, so it answers with the leader's view of the other members'
+/// liveness, asked over the peer connector (its own view when the leader does not answer).
+async fn with_leaders_liveness(ctx: &Ctx, mut reply: ClusterStatusReply) -> ClusterStatusReply {
+    let Some((leader, member)) = ctx.leader().filter(|(id, _)| *id != ctx.id) else { return reply };
+    let Ok(channel) = ctx.peers.channel(&member.ticket) else { return reply };
+    let client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout);
+    let asked = ctx.calls.timed("4 peer connector", "ClusterStatus/GetClusterStatus", async {
+        client.get_cluster_status(crate::ctx::forwarded(GetClusterStatusRequest {})).await
+    });
+    let view = match asked.await {
+        Ok(view) => view.into_inner(),
+        Err(status) => {
+            tracing::debug!(leader, %status, "the leader's liveness view is unavailable; answering with this node's");
+            return reply;
+        }
+    };
+    for m in reply.members.iter_mut().filter(|m| m.id != ctx.id && m.id != leader) {
+        if let Some(theirs) = view.members.iter().find(|v| v.id == m.id) {
+            m.live = theirs.live;
+            m.last_seen_ms = theirs.last_seen_ms;
+            m.reachable_over = theirs.reachable_over.clone();
+        }
+    }
+    reply
+}
+
 impl ClusterStatus for ClusterStatusService {
     async fn get_cluster_status(
         &self,
-        _: Request<GetClusterStatusRequest>,
+        request: Request<GetClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        Ok(Response::new(cluster_status(&self.0)))
+        let reply = cluster_status(&self.0);
+        // A forwarded ask is answered from this node's own view, so two nodes never ask each other.
+        if is_forwarded(&request) {
+            return Ok(Response::new(reply));
+        }
+        Ok(Response::new(with_leaders_liveness(&self.0, reply).await))
     }
 
     async fn get_raft_status(&self, _: Request<GetRaftStatusRequest>) -> Result<Response<RaftStatusReply>, Status> {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use duet::middleware::CallInfo;
 use duet::{Request, Response, Status};
 
 use crate::ctx::{Ctx, is_forwarded};
@@ -15,8 +16,16 @@ pub struct RaftServiceImpl(pub Arc<Ctx>);
 
 impl RaftServiceImpl {
     async fn rpc(&self, rpc: RaftRpc, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let transport = request.extensions().get::<CallInfo>().and_then(|c| c.transport);
         let payload = request.into_inner().postcard;
         let reply = serve_rpc(&self.0.raft, rpc, &payload).await?;
+        // Heartbeats are how a follower hears its leader.
+        if rpc == RaftRpc::AppendEntries
+            && let Some(leader) = self.0.raft.metrics().borrow().current_leader
+            && leader != self.0.id
+        {
+            self.0.liveness.heard(leader, transport);
+        }
         Ok(Response::new(RaftPayload { postcard: reply.into() }))
     }
 }

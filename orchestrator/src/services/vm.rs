@@ -13,7 +13,7 @@ use crate::pb::orchestrator::v1::{
     CreateVmRequest, ListVmsReply, ListVmsRequest, Vm, VmEvent, VmRef, VmService, VmState as VmStateProto,
     WatchVmEventsRequest,
 };
-use crate::state::{Command, NodeId, Outcome, VmRecord, VmState};
+use crate::state::{Command, Outcome, VmRecord, VmState};
 
 /// `orchestrator.v1.VmService`.
 #[derive(Debug, Clone)]
@@ -39,18 +39,6 @@ pub fn vm_to_proto(vm: &VmRecord) -> Vm {
 }
 
 impl VmServiceImpl {
-    /// The voter with the fewest VMs (lowest id on a tie): spreads VMs over the cluster.
-    fn place(&self) -> NodeId {
-        let ctx = &self.0;
-        let state = ctx.state();
-        ctx.members()
-            .into_iter()
-            .filter(|(_, _, voter)| *voter)
-            .map(|(id, _, _)| (state.vms.values().filter(|vm| vm.host == id).count(), id))
-            .min()
-            .map_or(ctx.id, |(_, id)| id)
-    }
-
     async fn write(&self, command: Command, forwarded: bool) -> Result<Response<Vm>, Status> {
         match self.0.propose(command, forwarded).await? {
             Outcome::Vm(vm) => Ok(Response::new(vm_to_proto(&vm))),
@@ -74,7 +62,8 @@ impl VmService for VmServiceImpl {
         if r.name.is_empty() || r.vcpus == 0 || r.memory_mib == 0 {
             return Err(Status::invalid_argument("a VM needs a name, vcpus > 0 and memory_mib > 0"));
         }
-        let host = self.place();
+        // The leader places it: only it hears which members are live.
+        let host = crate::placement::UNPLACED;
         let command =
             Command::CreateVm { name: r.name, vcpus: r.vcpus, memory_mib: r.memory_mib, image: r.image, host };
         self.write(command, forwarded).await
