@@ -30,11 +30,13 @@ use crate::raft::Raft;
 pub const TOKEN_KEY: &str = "x-cluster-token";
 
 /// Raft's own calls and writes: members only.
-const MEMBERS_ONLY: [&str; 4] = [
+const MEMBERS_ONLY: [&str; 6] = [
     "/orchestrator.v1.RaftService/AppendEntries",
+    "/orchestrator.v1.RaftService/TriggerElection",
     "/orchestrator.v1.RaftService/Vote",
     "/orchestrator.v1.RaftService/InstallSnapshot",
     "/orchestrator.v1.RaftService/Propose",
+    "/orchestrator.v1.ClusterStatus/RemoveMember",
 ];
 
 /// Joining: members (a node re-joining) and holders of the token.

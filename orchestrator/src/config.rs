@@ -25,6 +25,9 @@ pub const DEFAULT_CONFIG: &str = include_str!("../node.toml");
 /// Largest image a node accepts by default (1 GiB).
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 1 << 30;
 
+/// The config names of the services a node serves and calls, as `[transport.migration]` names them.
+pub const SERVICE_CONFIG_NAMES: [&str; 6] = ["health", "status", "monitoring", "vm", "images", "raft"];
+
 /// The `[node]` table.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +54,7 @@ pub struct NodeSection {
     pub heartbeat_ms: u64,
     /// Where the node keeps what must survive a restart: its Raft log, vote and snapshot (`raft/`),
     /// its images (`images/`) and, unless `transport.iroh.secret_key_file` is set, its Iroh key
-    /// (`iroh.key`). Created if missing; a relative path is taken from the working directory. Without
+    /// (`iroh.key`). Created if missing; a relative path is taken from the config file's directory. Without
     /// it everything is kept in memory, so a node restarted as a new process must rejoin under a new
     /// id.
     #[serde(default)]
@@ -84,18 +87,43 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// Parses and checks a config; every error names its key.
+    /// Parses and checks a config; every error names its key. Relative paths stay as written
+    /// (relative to the working directory); [`NodeConfig::from_file`] takes them from the file's.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let config: NodeConfig = toml::from_str(text).map_err(ConfigError::from_toml)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads, parses and checks a file.
+    /// Reads, parses and checks a file. Relative paths in it (`node.data_dir`, TLS files, the Iroh
+    /// key file) are taken from the file's directory, so the node finds the same files whatever
+    /// directory it is started in.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| e.in_file(path))
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::from_toml(e).in_file(path))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        config.transport.resolve_paths(base);
+        if let Some(dir) = config.node.data_dir.as_mut().filter(|d| d.is_relative() && !d.as_os_str().is_empty()) {
+            *dir = base.join(&*dir);
+        }
+        config.validate().map_err(|e| e.in_file(path))?;
+        Ok(config)
+    }
+
+    /// The checks a config must pass to run as its own process (`node`, and `check-config`, which
+    /// runs exactly these): everything [`NodeConfig::from_file`] checks, and a bootstrap node must
+    /// keep its log on disk.
+    pub fn check_for_node(&self) -> Result<(), ConfigError> {
+        if self.node.bootstrap && self.node.data_dir.is_none() {
+            return Err(ConfigError::new(
+                "node.data_dir",
+                "is not set but `node.bootstrap` is true: run as its own process, this node would start a new \
+                 cluster on every restart, under ids the old one still uses; set data_dir (or use `cluster` for \
+                 an in-memory demo)",
+            ));
+        }
+        Ok(())
     }
 
     /// The embedded defaults with `id` and a matching name, bootstrapping if `id` is 1.
@@ -126,6 +154,7 @@ impl NodeConfig {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.transport.validate()?;
+        self.transport.check_service_names(SERVICE_CONFIG_NAMES)?;
         let node = &self.node;
         if node.id == 0 {
             return Err(ConfigError::new("node.id", "is 0; Raft node ids start at 1"));
@@ -232,5 +261,70 @@ mod tests {
         NodeConfig::from_toml(&ports(7001, 7101)).expect("fixed ports with a data_dir");
         let typo = err("[node]\nid = 1\nbootstap = true").to_string();
         assert!(typo.contains("bootstap"), "{typo}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file_not_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        let path = conf.join("node.toml");
+        std::fs::write(
+            &path,
+            "[node]\nid = 1\nbootstrap = true\ndata_dir = \"node-1-data\"\n[transport.grpc]\nbind_address = \"127.0.0.1:7001\"\n\
+             [transport.iroh]\nbind_port = 7101\nsecret_key_file = \"keys/iroh.key\"",
+        )
+        .unwrap();
+        let config = NodeConfig::from_file(&path).unwrap();
+        assert_eq!(config.node.data_dir, Some(conf.join("node-1-data")));
+        assert_eq!(config.transport.iroh.secret_key_file, Some(conf.join("keys/iroh.key")));
+        let absolute = format!(
+            "[node]\nid = 2\njoin = [\"duet:grpc=127.0.0.1:1\"]\ndata_dir = {:?}\n[transport.grpc]\nbind_address = \
+             \"127.0.0.1:7002\"\n[transport.iroh]\nbind_port = 7102",
+            dir.path().join("abs")
+        );
+        std::fs::write(&path, absolute).unwrap();
+        assert_eq!(NodeConfig::from_file(&path).unwrap().node.data_dir, Some(dir.path().join("abs")));
+    }
+
+    #[test]
+    fn a_bootstrap_node_without_a_data_dir_fails_the_node_checks() {
+        let config = NodeConfig::from_toml("[node]\nid = 1\nbootstrap = true").expect("fine for an in-memory cluster");
+        let refused = config.check_for_node().expect_err("not as its own process");
+        assert_eq!(refused.key(), "node.data_dir");
+        assert!(refused.to_string().contains("set data_dir"), "{refused}");
+        NodeConfig::embedded(2).check_for_node().expect("a joining node may keep memory only");
+    }
+
+    #[test]
+    fn a_misspelt_service_name_is_refused_with_the_known_ones() {
+        for (key, text) in [
+            ("prefer_iroh_for", "prefer_iroh_for = [\"helth\"]"),
+            ("adaptive_for", "adaptive_for = [\"vms\"]"),
+            ("routes", "routes = { imagez = \"iroh\" }"),
+        ] {
+            let refused = err(&format!("[node]\nid = 1\nbootstrap = true\n[transport.migration]\n{text}"));
+            assert_eq!(refused.key(), format!("transport.migration.{key}"), "{refused}");
+            let shown = refused.to_string();
+            assert!(shown.contains("health, images, monitoring, raft, status, vm"), "lists the known names: {shown}");
+        }
+        NodeConfig::from_toml(
+            "[node]\nid = 1\nbootstrap = true\n[transport.migration]\nprefer_iroh_for = [\"health\", \"images\"]",
+        )
+        .expect("known names pass");
+    }
+
+    #[test]
+    fn the_known_service_names_are_the_generated_ones() {
+        use crate::pb::orchestrator::v1 as pb;
+        let generated = [
+            duet_health::pb::health_methods::CHECK.config_name,
+            pb::cluster_status_methods::GET_CLUSTER_STATUS.config_name,
+            pb::monitoring_methods::GET_METRICS.config_name,
+            pb::vm_service_methods::CREATE_VM.config_name,
+            pb::image_service_methods::LIST_IMAGES.config_name,
+            pb::raft_service_methods::APPEND_ENTRIES.config_name,
+        ];
+        assert_eq!(generated, SERVICE_CONFIG_NAMES);
     }
 }

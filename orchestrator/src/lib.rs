@@ -13,6 +13,8 @@ pub mod cluster;
 pub mod config;
 pub mod ctx;
 pub mod demo;
+pub mod drain;
+pub mod events;
 pub mod images;
 pub mod liveness;
 pub mod node;

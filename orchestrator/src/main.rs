@@ -27,8 +27,43 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 #[derive(Parser)]
 #[command(version, about = "A microVM orchestrator node whose every service runs on duet over gRPC and Iroh.")]
 struct Cli {
+    /// Log lines as text or as JSON objects, one per line (to stderr). `RUST_LOG` filters them
+    /// (default: `info` for `node` and `cluster`, `warn` for the others).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the process's log subscriber: `RUST_LOG` if set, else `default`.
+fn init_logs(format: LogFormat, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
+/// Waits for SIGTERM (what systemd and Kubernetes send) or SIGINT (Ctrl-C) and names it.
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 #[derive(Subcommand)]
@@ -107,10 +142,16 @@ fn install_metrics(http: Option<SocketAddr>) -> Result<Option<PrometheusHandle>,
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    let default = match cli.command {
+        Command::Node { .. } | Command::Cluster { .. } => "info",
+        _ => "warn",
+    };
+    init_logs(cli.log_format, default);
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", cli::render_error(&*e));
             ExitCode::FAILURE
         }
     }
@@ -158,7 +199,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                     "serving until Ctrl-C; try: duet-orchestrator client --node '{}' status",
                     cluster.node(1).ticket()
                 );
-                tokio::signal::ctrl_c().await?;
+                let signal = stop_signal().await?;
+                tracing::info!(signal, "stopping the cluster");
             }
             cluster.shutdown().await;
             Ok(())
@@ -166,24 +208,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Node { config } => {
             let path = config;
             let config = NodeConfig::from_file(&path)?;
-            if config.node.bootstrap && config.node.data_dir.is_none() {
-                return Err(format!(
-                    "{}: invalid config: `node.bootstrap` is true but `node.data_dir` is not set: run as its own \
-                     process, this node would start a new cluster on every restart, under ids the old one still \
-                     uses; set data_dir (or use `cluster` for an in-memory demo)",
-                    path.display()
-                )
-                .into());
-            }
+            config.check_for_node().map_err(|e| e.in_file(&path))?;
             let metrics = install_metrics(config.node.metrics_address)?;
             let node = Node::start(&config, NodeOptions { metrics, ..NodeOptions::default() }).await?;
             println!("node {} ({}) up; ticket:\n{}", node.id(), config.node.name, node.ticket());
-            tokio::signal::ctrl_c().await?;
-            node.shutdown().await;
+            let signal = stop_signal().await?;
+            tracing::info!(node = node.id(), signal, "stopping: no new calls; calls in flight may finish");
+            node.drain().await;
+            tracing::info!("stopped cleanly");
             Ok(())
         }
-        Command::CheckConfig { config } => {
-            let config = NodeConfig::from_file(&config)?;
+        Command::CheckConfig { config: path } => {
+            // Exactly the checks `node` runs before it starts.
+            let config = NodeConfig::from_file(&path)?;
+            config.check_for_node().map_err(|e| e.in_file(&path))?;
             let t = &config.transport;
             println!(
                 "node {} ({}): mode {:?}, gRPC {}, Iroh {}, Raft {:?}, Iroh first for {:?}, bootstrap {}, join {:?}",

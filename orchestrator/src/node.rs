@@ -182,6 +182,7 @@ impl std::fmt::Debug for NodeOptions {
 /// A running node.
 pub struct Node {
     ctx: Arc<Ctx>,
+    drain: Arc<crate::drain::Drain>,
     server: ServerHandle,
     disk: NodeDisk,
     tasks: Vec<JoinHandle<()>>,
@@ -332,7 +333,9 @@ impl Node {
                  calls over gRPC are admitted from anyone who reaches the port"
             );
         }
-        let mut server = Server::from_config(&transport)?.interceptor(move |req| admission.check(req));
+        let drain = Arc::new(crate::drain::Drain::default());
+        let mut server =
+            Server::from_config(&transport)?.interceptor(move |req| admission.check(req)).layer(drain.layer());
         if let Some(endpoint) = endpoint {
             server = server.iroh(endpoint);
         }
@@ -362,15 +365,17 @@ impl Node {
         let mut tasks = vec![
             tokio::spawn(health_task(raft.clone(), config.node.id, health)),
             tokio::spawn(applied_task(ctx.clone(), applied)),
+            crate::events::spawn(raft.clone(), config.node.id),
         ];
         tasks.extend(quiet);
-        let node = Node { ctx, server, disk, tasks };
+        let node = Node { ctx, drain, server, disk, tasks };
         if !raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
             if config.node.bootstrap {
                 let me = Member { name: config.node.name.clone(), ticket: ticket.to_string() };
                 raft.initialize(std::collections::BTreeMap::from([(config.node.id, me)]))
                     .await
                     .map_err(|e| NodeError::Raft(format!("bootstrap: {e}")))?;
+                tracing::info!(node = config.node.id, "bootstrapped a new cluster");
             } else {
                 node.join(&join, Duration::from_secs(30)).await?;
             }
@@ -384,20 +389,38 @@ impl Node {
             JoinClusterRequest { id: self.ctx.id, name: self.ctx.name.clone(), ticket: self.ticket().to_string() };
         let deadline = Instant::now() + timeout;
         let mut last = Status::unavailable("no seed tried");
+        // Retries run every 200 ms; the log says why they fail once per seed every few seconds.
+        let mut warned: Vec<Option<Instant>> = vec![None; seeds.len()];
         loop {
-            for seed in seeds {
-                let channel = match self.ctx.peers.channel(&seed.to_string()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        last = e;
-                        continue;
+            for (seed, warned) in seeds.iter().zip(&mut warned) {
+                let attempt = match self.ctx.peers.channel(&seed.to_string()) {
+                    Ok(channel) => {
+                        let client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
+                        let join = client.join_cluster(request.clone());
+                        self.ctx.calls.timed("4 peer connector", "ClusterStatus/JoinCluster", join).await.map(|_| ())
                     }
+                    Err(e) => Err(e),
                 };
-                let client = ClusterStatusClient::new(channel).with_default_timeout(PEER_RPC_TIMEOUT * 4);
-                let join = client.join_cluster(request.clone());
-                match self.ctx.calls.timed("4 peer connector", "ClusterStatus/JoinCluster", join).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e,
+                match attempt {
+                    Ok(()) => {
+                        tracing::info!(node = self.ctx.id, through = %seed, "joined the cluster");
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        if warned.is_none_or(|at| at.elapsed() >= JOIN_WARN_EVERY) {
+                            *warned = Some(Instant::now());
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            tracing::warn!(
+                                node = self.ctx.id,
+                                through = %seed,
+                                code = ?e.code(),
+                                error = e.message(),
+                                retrying_for_s = left.as_secs(),
+                                "join failed; retrying"
+                            );
+                        }
+                        last = e;
+                    }
                 }
             }
             if Instant::now() >= deadline {
@@ -439,7 +462,79 @@ impl Node {
         self.server.stop_iroh().await;
     }
 
-    /// Stops the node: Raft, then its server. Returns its disk, to restart it with [`Node::start`].
+    /// Stops the node as SIGTERM asks: new client calls are refused (Raft's own go on, so writes in
+    /// flight through this node can commit and apply); calls in flight get
+    /// [`duet::DEFAULT_SHUTDOWN_GRACE`] to finish; a leader then hands leadership to its most
+    /// caught-up live follower; the server closes; Raft shuts down, closing its log.
+    pub async fn drain(self) -> NodeDisk {
+        self.drain.start();
+        let in_flight = self.drain.in_flight();
+        tracing::info!(node = self.ctx.id, in_flight, "draining: new client calls are refused");
+        let left = self.drain.idle(duet::DEFAULT_SHUTDOWN_GRACE).await;
+        if left > 0 {
+            tracing::warn!(node = self.ctx.id, left, "calls still in flight after the grace period are cut");
+        }
+        if self.ctx.is_leader() {
+            self.hand_over().await;
+        }
+        self.server.shutdown().await;
+        if let Err(e) = self.ctx.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.disk
+    }
+
+    /// Asks the follower that has replicated the most to stand for election, and waits (a few
+    /// election timeouts at most) until another node leads.
+    async fn hand_over(&self) {
+        let ctx = &self.ctx;
+        let metrics = ctx.raft.metrics().borrow().clone();
+        let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().filter(|v| *v != ctx.id).collect();
+        let matched = |id: &NodeId| {
+            metrics.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map_or(0, |l| l.index)
+        };
+        let Some(heir) = voters.iter().filter(|v| ctx.liveness.is_live(**v)).max_by_key(|v| (matched(v), **v)) else {
+            tracing::warn!(
+                node = ctx.id,
+                "no live follower to hand leadership to; the cluster will elect after a timeout"
+            );
+            return;
+        };
+        let Some((_, member, _)) = ctx.members().into_iter().find(|(id, _, _)| id == heir) else { return };
+        let asked = match ctx.peers.channel(&member.ticket) {
+            Ok(channel) => RaftServiceClient::new(channel)
+                .with_default_timeout(ctx.rpc_timeout)
+                .trigger_election(RaftPayload::default())
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = asked {
+            tracing::warn!(node = ctx.id, heir, error = %e, "could not hand leadership over; the cluster will elect after a timeout");
+            return;
+        }
+        let heartbeat = Duration::from_millis(ctx.raft.config().heartbeat_interval);
+        let handed = ctx
+            .raft
+            .wait(Some(heartbeat * 40))
+            .metrics(|m| m.current_leader.is_some_and(|l| l != ctx.id), "another node leads")
+            .await;
+        match handed {
+            Ok(m) => tracing::info!(
+                node = ctx.id,
+                leader = m.current_leader,
+                term = m.current_term,
+                "handed leadership over"
+            ),
+            Err(e) => tracing::warn!(node = ctx.id, heir, error = %e, "leadership was not handed over in time"),
+        }
+    }
+
+    /// Stops the node at once, as a crash would for its peers: Raft, then its server. Returns its
+    /// disk, to restart it with [`Node::start`].
     pub async fn shutdown(self) -> NodeDisk {
         if let Err(e) = self.ctx.raft.shutdown().await {
             tracing::warn!(error = %e, "raft did not shut down cleanly");
@@ -478,6 +573,9 @@ async fn health_task(raft: Raft, id: NodeId, health: HealthReporter) {
         }
     }
 }
+
+/// How often a failing join says so in the log, per seed.
+const JOIN_WARN_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a starting node waits to reach its home relay before it joins without it.
 const RELAY_WAIT: Duration = Duration::from_secs(10);

@@ -10,6 +10,42 @@ use serde::{Deserialize, Serialize};
 /// A Raft node id.
 pub type NodeId = u64;
 
+/// The longest VM name, in bytes: a DNS label, so a name can serve as a host name.
+pub const MAX_VM_NAME_BYTES: usize = 63;
+
+/// The most virtual CPUs one VM may have.
+pub const MAX_VCPUS: u32 = 256;
+
+/// The least and the most memory one VM may have, in MiB (16 MiB to 4 TiB).
+pub const VM_MEMORY_MIB: std::ops::RangeInclusive<u32> = 16..=4 << 20;
+
+/// Checks a VM's name and size: a name of letters, digits, `-`, `_` and `.` (not starting with `-`
+/// or `.`, at most [`MAX_VM_NAME_BYTES`]), 1 to [`MAX_VCPUS`] vCPUs and memory in [`VM_MEMORY_MIB`].
+/// The error says what is wrong and what is allowed.
+pub fn check_vm(name: &str, vcpus: u32, memory_mib: u32) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() {
+        return Err("a VM needs a name".into());
+    }
+    if name.len() > MAX_VM_NAME_BYTES || !name.chars().all(allowed) || name.starts_with(['-', '.']) {
+        return Err(format!(
+            "VM name {name:?} is not allowed: use at most {MAX_VM_NAME_BYTES} letters, digits, `-`, `_` or `.`, \
+             not starting with `-` or `.`"
+        ));
+    }
+    if !(1..=MAX_VCPUS).contains(&vcpus) {
+        return Err(format!("{vcpus} vCPUs: a VM has 1 to {MAX_VCPUS}"));
+    }
+    if !VM_MEMORY_MIB.contains(&memory_mib) {
+        return Err(format!(
+            "{memory_mib} MiB of memory: a VM has {} to {} MiB",
+            VM_MEMORY_MIB.start(),
+            VM_MEMORY_MIB.end()
+        ));
+    }
+    Ok(())
+}
+
 /// A VM's lifecycle state.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VmState {
@@ -145,8 +181,8 @@ impl ClusterState {
     pub fn apply(&mut self, index: u64, command: &Command) -> Outcome {
         match command {
             Command::CreateVm { name, vcpus, memory_mib, image, host } => {
-                if name.is_empty() || *vcpus == 0 || *memory_mib == 0 {
-                    return reject(RejectKind::InvalidArgument, "a VM needs a name, vcpus > 0 and memory_mib > 0");
+                if let Err(why) = check_vm(name, *vcpus, *memory_mib) {
+                    return reject(RejectKind::InvalidArgument, why);
                 }
                 if self.vms.contains_key(name) {
                     return reject(RejectKind::AlreadyExists, format!("VM {name:?} already exists"));
@@ -253,7 +289,7 @@ mod tests {
     #[test]
     fn a_vm_needs_a_known_image_and_images_keep_one_content() {
         let mut s = ClusterState::default();
-        let vm = Command::CreateVm { name: "a".into(), vcpus: 1, memory_mib: 1, image: "img".into(), host: 1 };
+        let vm = Command::CreateVm { name: "a".into(), vcpus: 1, memory_mib: 64, image: "img".into(), host: 1 };
         assert!(matches!(s.apply(1, &vm), Outcome::Rejected { kind: RejectKind::NotFound, .. }));
         let hold = |holder, blake3| Command::AddImageHolder { name: "img".into(), size: 3, blake3, holder };
         assert!(matches!(s.apply(2, &hold(1, [1; 32])), Outcome::Image(_)));
@@ -261,5 +297,28 @@ mod tests {
         assert_eq!(rec.holders, BTreeSet::from([1, 2]));
         assert!(matches!(s.apply(4, &hold(3, [2; 32])), Outcome::Rejected { kind: RejectKind::AlreadyExists, .. }));
         assert!(matches!(s.apply(5, &vm), Outcome::Vm(_)));
+    }
+
+    #[test]
+    fn vm_names_and_sizes_are_checked() {
+        assert!(check_vm("web-1.prod_a", 2, 512).is_ok());
+        for (name, vcpus, memory, says) in [
+            ("", 1, 64, "needs a name"),
+            ("a/b", 1, 64, "not allowed"),
+            ("../etc", 1, 64, "not allowed"),
+            ("-flag", 1, 64, "not allowed"),
+            ("sp ace", 1, 64, "not allowed"),
+            (&"x".repeat(64), 1, 64, "not allowed"),
+            ("ok", 0, 64, "1 to 256"),
+            ("ok", 100_000, 64, "1 to 256"),
+            ("ok", 1, 1, "16 to 4194304 MiB"),
+            ("ok", 1, u32::MAX, "16 to 4194304 MiB"),
+        ] {
+            let why = check_vm(name, vcpus, memory).expect_err(name);
+            assert!(why.contains(says), "{name:?} {vcpus} {memory}: {why}");
+        }
+        let mut s = ClusterState::default();
+        let bad = Command::CreateVm { name: "a/b".into(), vcpus: 1, memory_mib: 64, image: String::new(), host: 1 };
+        assert!(matches!(s.apply(1, &bad), Outcome::Rejected { kind: RejectKind::InvalidArgument, .. }));
     }
 }

@@ -187,6 +187,18 @@ impl ServiceModel {
 /// Must equal `duet::__codegen::PROTOBUF_FINGERPRINT`.
 pub(crate) const PROTOBUF_FINGERPRINT: u64 = 0x7072_6f74_6f62_7566;
 
+impl Kind {
+    /// The name duet's serving and calling functions for this shape have, on both transports.
+    pub fn shape_ident(self) -> TokenStream {
+        match self {
+            Kind::Unary => quote!(unary),
+            Kind::ServerStreaming => quote!(server_streaming),
+            Kind::ClientStreaming => quote!(client_streaming),
+            Kind::Bidi => quote!(bidi),
+        }
+    }
+}
+
 impl MethodModel {
     /// The proto comments, or a line naming the method and its shape when the proto has none.
     pub fn docs_or(&self, what: &str) -> TokenStream {

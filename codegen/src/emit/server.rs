@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::model::{Kind, ServiceModel};
+use super::model::ServiceModel;
 
 pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let server = &s.server_ident;
@@ -54,12 +54,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
         let proto = &m.proto_name;
         let ident = &m.ident;
         let desc = &m.const_ident;
-        let shape = match m.kind {
-            Kind::Unary => quote!(unary),
-            Kind::ServerStreaming => quote!(server_streaming),
-            Kind::ClientStreaming => quote!(client_streaming),
-            Kind::Bidi => quote!(bidi),
-        };
+        let shape = m.kind.shape_ident();
         quote! {
             #proto => call.#shape(&#methods_mod::#desc, move |request| async move { <__Impl as #tr>::#ident(&*inner, request).await }),
         }

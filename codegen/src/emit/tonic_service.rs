@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::model::{Kind, ServiceModel};
+use super::model::ServiceModel;
 
 pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let tonic_service = &s.tonic_ident;
@@ -16,12 +16,7 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
     let arms = s.methods.iter().map(|m| {
         let path = &m.path;
         let ident = &m.ident;
-        let shape = match m.kind {
-            Kind::Unary => quote!(unary),
-            Kind::ServerStreaming => quote!(server_streaming),
-            Kind::ClientStreaming => quote!(client_streaming),
-            Kind::Bidi => quote!(bidi),
-        };
+        let shape = m.kind.shape_ident();
         quote! {
             #path => {
                 let inner = ::std::sync::Arc::clone(&self.inner);

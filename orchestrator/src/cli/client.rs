@@ -3,19 +3,94 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Subcommand;
+use clap::{Arg, ArgMatches, FromArgMatches, Subcommand};
 use duet_orchestrator::client::NodeChannel;
-use duet_orchestrator::images::Image;
+use duet_orchestrator::images::upload_chunks_from_file;
 use duet_orchestrator::pb::grpc::health::v1::{HealthCheckRequest, HealthClient};
 use duet_orchestrator::pb::orchestrator::v1::{
     ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetMetricsRequest, GetRaftStatusRequest,
-    ImageServiceClient, ListImagesRequest, ListVmsRequest, MonitoringClient, PullImageRequest, VmRef, VmServiceClient,
-    WatchVmEventsRequest,
+    ImageServiceClient, ListImagesRequest, ListVmsRequest, MonitoringClient, PullImageRequest, RemoveMemberRequest,
+    VmRef, VmServiceClient, WatchVmEventsRequest,
 };
 
-#[derive(Subcommand)]
-pub enum Call {
-    /// Cluster members, leader and term.
+use super::output::{
+    Answer, HealthOut, ImageChangeOut, ImagesOut, MetricsOut, Output, RaftOut, StatusOut, VmChangeOut, VmEventOut,
+    VmsOut,
+};
+
+/// What `client` does: the call, and the `--output` flag that says how to print its answer.
+///
+/// `--output` belongs to `client` itself (`client --output json --node … status`), yet the `client`
+/// command is declared in `main.rs`: this type adds the flag to it, through clap's [`Subcommand`]
+/// hook that receives the parent command, and reads it back from the parent's matches.
+#[derive(Debug)]
+pub struct Call {
+    /// How to print the answer.
+    pub output: Output,
+    /// The call.
+    pub request: Request,
+}
+
+/// The flag's clap id.
+const OUTPUT: &str = "output";
+
+impl FromArgMatches for Call {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        let output = matches.get_one::<Output>(OUTPUT).copied().unwrap_or_default();
+        Ok(Self { output, request: Request::from_arg_matches_mut(matches)? })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.update_from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        if let Some(output) = matches.get_one::<Output>(OUTPUT) {
+            self.output = *output;
+        }
+        self.request.update_from_arg_matches_mut(matches)
+    }
+}
+
+impl Subcommand for Call {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        Request::augment_subcommands(cmd.arg(output_arg()))
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        Request::augment_subcommands_for_update(cmd.arg(output_arg()))
+    }
+
+    fn has_subcommand(name: &str) -> bool {
+        Request::has_subcommand(name)
+    }
+}
+
+/// `--output text|json`.
+fn output_arg() -> Arg {
+    Arg::new(OUTPUT)
+        .long(OUTPUT)
+        .value_name("FORMAT")
+        .value_parser(clap::value_parser!(Output))
+        // Global, so it may follow the call too: `client --node … status --output json`. No clap
+        // default: with one, the parent's default could mask a value given after the call.
+        .global(true)
+        .help("How to print the answer: text (for people, the default) or json (for scripts)")
+        .long_help(
+            "How to print the answer: text (tables and `key: value` lines, for people; the default) or json \
+             (one JSON document on stdout, one object per line for watch-vms, for scripts). Errors go to \
+             stderr as one `error: code: message` line either way, with exit status 1",
+        )
+}
+
+/// One call to a node.
+#[derive(Debug, Subcommand)]
+pub enum Request {
+    /// Cluster members (role, liveness, addresses), leader and term.
     Status,
     /// The node's Raft view.
     Raft,
@@ -70,112 +145,118 @@ pub enum Call {
         /// Image name.
         name: String,
     },
+    /// Remove a member that is gone for good, so it stops counting toward the quorum (a member-only
+    /// call: give the cluster token when the cluster has one, or call from a member's host over gRPC
+    /// with mutual TLS).
+    RemoveMember {
+        /// The member's node id.
+        id: u64,
+        /// The cluster's `node.cluster_token`, sent in `x-cluster-token`.
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
+/// Makes `call` on the node behind `conn` and prints its answer to stdout; a failed call is the
+/// returned error (see [`super::render_error`]).
 pub async fn client_call(conn: &NodeChannel, call: Call) -> Result<(), Box<dyn std::error::Error>> {
     let ch = conn.channel.clone();
     let t = Duration::from_secs(10);
-    match call {
-        Call::Status => {
+    let output = call.output;
+    match call.request {
+        Request::Status => {
             let r = ClusterStatusClient::new(ch)
                 .with_default_timeout(t)
                 .get_cluster_status(GetClusterStatusRequest {})
                 .await?;
-            let (via, s) = (via(&r), r.into_inner());
-            println!(
-                "answered by node {} over {via}: leader {} term {} applied {}",
-                s.node_id, s.leader_id, s.term, s.commit_index
-            );
-            for m in s.members {
-                println!("  {} {:<8} voter={} leader={} {}", m.id, m.name, m.voter, m.leader, m.ticket);
-            }
+            StatusOut::new(via(&r), r.into_inner()).print(output)?;
         }
-        Call::Raft => {
+        Request::Raft => {
             let r =
                 ClusterStatusClient::new(ch).with_default_timeout(t).get_raft_status(GetRaftStatusRequest {}).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            RaftOut::new(via(&r), r.into_inner()).print(output)?;
         }
-        Call::Health => {
+        Request::Health => {
             let r = HealthClient::new(ch).with_default_timeout(t).check(HealthCheckRequest::default()).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner().status());
+            HealthOut::new(via(&r), r.get_ref().status()).print(output)?;
         }
-        Call::Metrics => {
+        Request::Metrics => {
             let r = MonitoringClient::new(ch).with_default_timeout(t).get_metrics(GetMetricsRequest {}).await?;
-            print!("{}", r.into_inner().prometheus_text);
+            MetricsOut { transport: via(&r), prometheus_text: r.into_inner().prometheus_text }.print(output)?;
         }
-        Call::Vms => {
+        Request::Vms => {
             let r = VmServiceClient::new(ch).with_default_timeout(t).list_vms(ListVmsRequest {}).await?;
-            println!("over {}:", via(&r));
-            for vm in r.into_inner().vms {
-                println!(
-                    "  {:<12} {:?} on node {} ({} vCPU, {} MiB, image {:?})",
-                    vm.name,
-                    vm.state(),
-                    vm.host_node,
-                    vm.vcpus,
-                    vm.memory_mib,
-                    vm.image
-                );
-            }
+            let transport = via(&r);
+            VmsOut { transport, vms: r.into_inner().vms.into_iter().map(Into::into).collect() }.print(output)?;
         }
-        Call::CreateVm { name, vcpus, memory_mib, image } => {
+        Request::CreateVm { name, vcpus, memory_mib, image } => {
             let r = VmServiceClient::new(ch)
                 .with_default_timeout(t)
                 .create_vm(CreateVmRequest { name, vcpus, memory_mib, image })
                 .await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            VmChangeOut { transport: via(&r), vm: r.into_inner().into(), done: "created" }.print(output)?;
         }
-        Call::StartVm { name } => {
+        Request::StartVm { name } => {
             let r = VmServiceClient::new(ch).with_default_timeout(t).start_vm(VmRef { name }).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            VmChangeOut { transport: via(&r), vm: r.into_inner().into(), done: "started" }.print(output)?;
         }
-        Call::StopVm { name } => {
+        Request::StopVm { name } => {
             let r = VmServiceClient::new(ch).with_default_timeout(t).stop_vm(VmRef { name }).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            VmChangeOut { transport: via(&r), vm: r.into_inner().into(), done: "stopped" }.print(output)?;
         }
-        Call::DeleteVm { name } => {
+        Request::DeleteVm { name } => {
             let r = VmServiceClient::new(ch).with_default_timeout(t).delete_vm(VmRef { name }).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            VmChangeOut { transport: via(&r), vm: r.into_inner().into(), done: "deleted" }.print(output)?;
         }
-        Call::WatchVms => {
+        Request::WatchVms => {
             let r = VmServiceClient::new(ch).watch_vm_events(WatchVmEventsRequest {}).await?;
-            println!("watching over {} (Ctrl-C to stop):", via(&r));
+            let transport = via(&r);
+            // JSON output is events only, one object per line; the banner is for people.
+            if output == Output::Text {
+                println!("watching over {} (Ctrl-C to stop):", transport.as_deref().unwrap_or("an unknown transport"));
+            }
             let mut events = r.into_inner();
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
                     event = events.message() => match event? {
-                        Some(e) => {
-                            let vm = e.vm.unwrap_or_default();
-                            println!("  {:<12} {:?} on node {} (revision {}, seen by node {})", vm.name, vm.state(), vm.host_node, vm.revision, e.observed_by);
-                        }
+                        Some(e) => VmEventOut::new(transport.clone(), e).print(output)?,
                         None => break,
                     },
                 }
             }
         }
-        Call::Images => {
+        Request::Images => {
             let r = ImageServiceClient::new(ch).with_default_timeout(t).list_images(ListImagesRequest {}).await?;
-            println!("over {}:", via(&r));
-            for i in r.into_inner().images {
-                println!("  {:<16} {} bytes blake3 {} holders {:?}", i.name, i.size, i.blake3_hex, i.holders);
-            }
+            let transport = via(&r);
+            ImagesOut { transport, images: r.into_inner().images.into_iter().map(Into::into).collect() }
+                .print(output)?;
         }
-        Call::UploadImage { name, file } => {
-            let image = Image::new(name, std::fs::read(&file)?.into());
-            let r = ImageServiceClient::new(ch).with_default_timeout(t * 30).upload_image(image.chunks()).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+        Request::UploadImage { name, file } => {
+            // Read a chunk at a time as the upload goes: an image of any size takes bounded memory.
+            let chunks = upload_chunks_from_file(&file, name).await?;
+            let r = ImageServiceClient::new(ch).with_default_timeout(t * 30).upload_image(chunks).await?;
+            ImageChangeOut { transport: via(&r), image: r.into_inner().into(), done: "uploaded" }.print(output)?;
         }
-        Call::PullImage { name } => {
+        Request::PullImage { name } => {
             let r =
                 ImageServiceClient::new(ch).with_default_timeout(t * 30).pull_image(PullImageRequest { name }).await?;
-            println!("over {}: {:?}", via(&r), r.into_inner());
+            ImageChangeOut { transport: via(&r), image: r.into_inner().into(), done: "pulled" }.print(output)?;
+        }
+        Request::RemoveMember { id, token } => {
+            let mut request = duet::Request::new(RemoveMemberRequest { id });
+            if let Some(token) = token {
+                let value = token.parse().map_err(|_| "the cluster token is not valid ASCII metadata")?;
+                request.metadata_mut().insert(duet_orchestrator::auth::TOKEN_KEY, value);
+            }
+            let r = ClusterStatusClient::new(ch).with_default_timeout(t).remove_member(request).await?;
+            StatusOut::new(via(&r), r.into_inner()).print(output)?;
         }
     }
     Ok(())
 }
 
-/// Which transport answered.
-fn via<T>(response: &duet::Response<T>) -> String {
-    response.extensions().get::<duet::Transport>().map_or_else(|| "?".into(), |t| t.to_string())
+/// Which transport answered, if the channel recorded it.
+fn via<T>(response: &duet::Response<T>) -> Option<String> {
+    response.extensions().get::<duet::Transport>().map(ToString::to_string)
 }

@@ -10,7 +10,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use crate::ctx::{Ctx, is_forwarded};
 use crate::pb::orchestrator::v1::{
     ClusterStatus, ClusterStatusClient, ClusterStatusReply, FollowerProgress, GetClusterStatusRequest,
-    GetRaftStatusRequest, JoinClusterRequest, Member as MemberProto, RaftStatusReply,
+    GetRaftStatusRequest, JoinClusterRequest, Member as MemberProto, RaftStatusReply, RemoveMemberRequest,
 };
 use crate::raft::Member;
 
@@ -80,6 +80,23 @@ async fn with_leaders_liveness(ctx: &Ctx, mut reply: ClusterStatusReply) -> Clus
         }
     }
     reply
+}
+
+/// A client to the leader a refused membership change named, for a follower to pass the change on;
+/// a change that was itself passed on is never passed again.
+fn leader_client(
+    ctx: &Ctx,
+    to: openraft::error::ForwardToLeader<u64, Member>,
+    forwarded: bool,
+) -> Result<ClusterStatusClient, Status> {
+    if forwarded {
+        return Err(Status::unavailable(format!("node {} is not the leader; retry", ctx.id)));
+    }
+    let Some(leader) = to.leader_node else {
+        return Err(Status::unavailable("no leader elected yet; retry shortly"));
+    };
+    let channel = ctx.peers.channel(&leader.ticket)?;
+    Ok(ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout * 4))
 }
 
 impl ClusterStatus for ClusterStatusService {
@@ -163,14 +180,7 @@ impl ClusterStatus for ClusterStatusService {
                 Ok(status) => return Err(status),
                 Err(to) => {
                     drop(_one_at_a_time);
-                    if forwarded {
-                        return Err(Status::unavailable(format!("node {} is not the leader; retry", ctx.id)));
-                    }
-                    let Some(leader) = to.leader_node else {
-                        return Err(Status::unavailable("no leader elected yet; retry shortly"));
-                    };
-                    let channel = ctx.peers.channel(&leader.ticket)?;
-                    let client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout * 4);
+                    let client = leader_client(ctx, to, forwarded)?;
                     return client.join_cluster(crate::ctx::forwarded(join)).await;
                 }
             },
@@ -180,5 +190,36 @@ impl ClusterStatus for ClusterStatusService {
             .await
             .map_err(|e| Status::unavailable(format!("promoting node {} to voter failed: {e}", join.id)))?;
         Ok(Response::new(cluster_status(ctx)))
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<RemoveMemberRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        let forwarded = is_forwarded(&request);
+        let id = request.get_ref().id;
+        let ctx = &self.0;
+        let _one_at_a_time = ctx.join_lock.lock().await;
+        let members = ctx.members();
+        if !members.iter().any(|(m, _, _)| *m == id) {
+            return Ok(Response::new(cluster_status(ctx)));
+        }
+        if members.iter().all(|(m, _, voter)| *m == id || !voter) {
+            return Err(Status::failed_precondition(format!("node {id} is the last voter; a cluster needs one")));
+        }
+        let removed =
+            ctx.raft.change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await;
+        match removed {
+            Ok(_) => {
+                tracing::info!(node = ctx.id, removed = id, "removed a member from the cluster");
+                Ok(Response::new(cluster_status(ctx)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
+                drop(_one_at_a_time);
+                let client = leader_client(ctx, to, forwarded)?;
+                client.remove_member(crate::ctx::forwarded(RemoveMemberRequest { id })).await
+            }
+            Err(e) => Err(Status::unavailable(format!("removing node {id} failed: {e}"))),
+        }
     }
 }

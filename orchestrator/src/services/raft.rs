@@ -43,6 +43,12 @@ impl RaftService for RaftServiceImpl {
         self.rpc(RaftRpc::InstallSnapshot, request).await
     }
 
+    async fn trigger_election(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        tracing::info!(node = self.0.id, "asked to stand for election: the leader is handing over");
+        self.0.raft.trigger().elect().await.map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        Ok(Response::new(RaftPayload::default()))
+    }
+
     async fn propose(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let forwarded = is_forwarded(&request);
         let command: Command = postcard::from_bytes(&request.into_inner().postcard)

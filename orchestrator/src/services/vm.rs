@@ -59,9 +59,7 @@ impl VmService for VmServiceImpl {
     async fn create_vm(&self, request: Request<CreateVmRequest>) -> Result<Response<Vm>, Status> {
         let forwarded = is_forwarded(&request);
         let r = request.into_inner();
-        if r.name.is_empty() || r.vcpus == 0 || r.memory_mib == 0 {
-            return Err(Status::invalid_argument("a VM needs a name, vcpus > 0 and memory_mib > 0"));
-        }
+        crate::state::check_vm(&r.name, r.vcpus, r.memory_mib).map_err(Status::invalid_argument)?;
         // The leader places it: only it hears which members are live.
         let host = crate::placement::UNPLACED;
         let command =

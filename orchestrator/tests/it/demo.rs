@@ -41,6 +41,19 @@ fn a_bootstrapping_node_process_without_a_data_dir_is_refused() {
     assert!(stderr.contains("`node.bootstrap`") && stderr.contains("`node.data_dir`"), "{stderr}");
 }
 
+#[test]
+fn check_config_refuses_what_node_refuses() {
+    let out = run_with_config("[node]\nid = 1\nbootstrap = true\n", &["check-config"]);
+    assert!(!out.status.success(), "check-config runs the node's checks");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`node.data_dir`"), "{stderr}");
+    let misspelt =
+        "[node]\nid = 2\njoin = [\"duet:grpc=127.0.0.1:7001\"]\n[transport.migration]\nprefer_iroh_for = [\"helth\"]\n";
+    let out = run_with_config(misspelt, &["check-config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("\"helth\"") && stderr.contains("health, images"), "{stderr}");
+}
+
 /// Runs the binary with `args` followed by the path of a `node.toml` holding `config`.
 fn run_with_config(config: &str, args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().expect("temp dir");

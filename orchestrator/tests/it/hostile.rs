@@ -62,7 +62,8 @@ async fn other_bytes_under_a_held_image_name_are_refused_and_the_copy_kept() {
     let impostor = Image::new("base.img", Bytes::from(vec![2u8; 3 << 20]));
     let err = images.upload_image(impostor.chunks()).await.expect_err("other bytes refused");
     assert_eq!(err.code(), Code::AlreadyExists, "{err}");
-    let stream = images.fetch_image(FetchImageRequest { name: "base.img".into() }).await.expect("fetch").into_inner();
+    let stream =
+        images.fetch_image(FetchImageRequest { name: "base.img".into(), offset: 0 }).await.expect("fetch").into_inner();
     let kept = ImageStore::new(1 << 30).receive(stream).await.expect("the held copy verifies");
     assert_eq!(kept.bytes, first.bytes);
     cluster.shutdown().await;

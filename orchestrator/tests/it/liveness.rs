@@ -1,6 +1,6 @@
 //! Member liveness: `status` shows who is live and over which transport, from any node; a killed
 //! member turns not live within the window; new VMs are placed only on live members; a start on a
-//! dead host is refused with the reason.
+//! dead host is refused with the reason; a member gone for good is removed.
 
 use std::time::Duration;
 
@@ -8,7 +8,8 @@ use duet::TransportConfig;
 use duet_orchestrator::client::{NodeChannel, Via};
 use duet_orchestrator::cluster::Cluster;
 use duet_orchestrator::pb::orchestrator::v1::{
-    ClusterStatusClient, ClusterStatusReply, CreateVmRequest, GetClusterStatusRequest, VmRef, VmServiceClient,
+    ClusterStatusClient, ClusterStatusReply, CreateVmRequest, GetClusterStatusRequest, RemoveMemberRequest, VmRef,
+    VmServiceClient,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -97,5 +98,16 @@ async fn status_shows_liveness_and_placement_avoids_a_dead_member() {
         refused.message().contains(&format!("node {victim}")) && refused.message().contains("not live"),
         "the reason names the host: {refused}"
     );
+
+    // Gone for good: removed through a follower (which forwards to the leader), it stops counting
+    // toward the quorum; removing it again changes nothing.
+    let admin =
+        ClusterStatusClient::new(channel(&cluster, follower).await).with_default_timeout(Duration::from_secs(10));
+    for _ in 0..2 {
+        let after = admin.remove_member(RemoveMemberRequest { id: victim }).await.expect("remove").into_inner();
+        assert!(after.members.iter().all(|m| m.id != victim), "{after:?}");
+    }
+    let s = until(&cluster, leader, "two members", |s| s.members.len() == 2).await;
+    assert!(s.members.iter().all(|m| m.live), "{s:?}");
     cluster.shutdown().await;
 }

@@ -2,6 +2,7 @@
 //! tonic and openraft instead of one per file). Filter by module: `cargo test -p duet-orchestrator
 //! --test it -- hostile::`.
 
+mod client_output;
 mod cluster;
 mod data_dir;
 mod demo;
@@ -9,4 +10,5 @@ mod grpc_tools;
 mod hostile;
 mod images;
 mod lab;
+mod liveness;
 mod restart;

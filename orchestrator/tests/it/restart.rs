@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use duet::TransportConfig;
 use duet_orchestrator::client::{NodeChannel, Via};
 use duet_orchestrator::pb::orchestrator::v1::{
-    ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetRaftStatusRequest, ListVmsRequest,
-    RaftStatusReply, VmServiceClient,
+    ClusterStatusClient, CreateVmRequest, GetClusterStatusRequest, GetRaftStatusRequest, ImageChunk, ImageHeader,
+    ImageServiceClient, ListVmsRequest, RaftStatusReply, VmServiceClient,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_duet-orchestrator");
@@ -121,7 +121,7 @@ impl ProcNode {
         self.starts += 1;
         let out = File::create(self.output()).unwrap();
         let child = Command::new(BIN)
-            .arg("node")
+            .args(["--log-format", "json", "node"])
             .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
@@ -133,7 +133,9 @@ impl ProcNode {
         let deadline = Instant::now() + WAIT;
         loop {
             let text = std::fs::read_to_string(self.output()).unwrap_or_default();
-            if let Some(ticket) = text.lines().skip_while(|l| !l.ends_with("ticket:")).nth(1) {
+            // Log lines (JSON, on stderr) may come between the two lines of the ticket's message.
+            if let Some(ticket) = text.lines().skip_while(|l| !l.ends_with("ticket:")).find(|l| l.starts_with("duet:"))
+            {
                 self.ticket = ticket.trim().to_owned();
                 return;
             }
@@ -153,6 +155,40 @@ impl ProcNode {
             assert!(sent.success(), "SIGTERM to node {}", self.id);
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM without waiting for the process to end.
+    fn signal_term(&self) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let sent = Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status().expect("sh runs");
+        assert!(sent.success(), "SIGTERM to node {}", self.id);
+    }
+
+    /// Waits (up to `WAIT`) for the process to end and returns its exit status.
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node {} still runs {WAIT:?} after SIGTERM", self.id);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The JSON log lines of the node's current run whose message is `message`.
+    fn logged(&self, message: &str) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.output()).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"))
+            })
+            .filter(|v| v["message"] == message)
+            .collect()
     }
 
     /// SIGKILLs the process, if it runs.
@@ -356,4 +392,152 @@ async fn twenty_restarts_start_no_election_while_the_leader_lives_and_lose_no_wr
     assert_eq!(follower_elections, 0, "a restarted follower started an election while the leader lived");
     assert!(failed_writes.is_empty(), "writes through a restarted node failed: {failed_writes:#?}");
     assert!(follower_restarts > 0 && leader_restarts > 0, "the sequence restarts both kinds of node");
+}
+
+/// The first chunks of an upload, and the rest, for an upload held in flight across a signal.
+fn upload_in_two_parts(name: &str) -> (Vec<ImageChunk>, Vec<ImageChunk>) {
+    let data: Vec<u8> = (0..3 * CHUNK).map(|i| (i % 253) as u8).collect();
+    let header = ImageHeader {
+        name: name.into(),
+        size: data.len() as u64,
+        blake3: bytes::Bytes::copy_from_slice(blake3::hash(&data).as_bytes()),
+    };
+    let mut chunks: Vec<ImageChunk> = data
+        .chunks(CHUNK)
+        .enumerate()
+        .map(|(i, part)| ImageChunk {
+            header: (i == 0).then(|| header.clone()),
+            offset: (i * CHUNK) as u64,
+            data: bytes::Bytes::copy_from_slice(part),
+            chunk_blake3: bytes::Bytes::copy_from_slice(blake3::hash(part).as_bytes()),
+        })
+        .collect();
+    let rest = chunks.split_off(1);
+    (chunks, rest)
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// SIGTERM on the leader with a call in flight: the call finishes, new calls are refused, leadership
+/// passes to a follower without waiting out an election timeout, and the process exits 0. The JSON
+/// logs tell the story, each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_leader_hands_over_and_exits_zero() {
+    let mut procs = Procs::new();
+    for id in 1..=3 {
+        procs.node(id).start().await;
+    }
+    procs.node(2).create_vm("placed").await;
+    let (leader, _) = agreed_leader(&mut procs).await;
+    assert_eq!(leader, 1, "the bootstrap node leads a fresh cluster");
+
+    // An upload through the leader, its first chunk sent, the rest held back until after SIGTERM.
+    let images = ImageServiceClient::new(procs.node(1).channel().await).with_default_timeout(WAIT);
+    let (first, rest) = upload_in_two_parts("drained");
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    for chunk in first {
+        tx.send(chunk).await.unwrap();
+    }
+    let upload =
+        tokio::spawn(async move { images.upload_image(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    procs.node(1).signal_term();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let refused = ClusterStatusClient::new(procs.node(1).channel().await)
+        .with_default_timeout(Duration::from_secs(5))
+        .get_cluster_status(GetClusterStatusRequest {})
+        .await
+        .expect_err("a draining node takes no new calls");
+    assert_eq!(refused.code(), duet::Code::Unavailable, "{refused}");
+
+    for chunk in rest {
+        tx.send(chunk).await.unwrap();
+    }
+    drop(tx);
+    let info = upload.await.unwrap().expect("the call in flight finishes").into_inner();
+    assert_eq!(info.holders, [1], "{info:?}");
+
+    let status = procs.node(1).exited().await;
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0: {status}");
+    let node1 = &procs.nodes[0];
+    for message in [
+        "bootstrapped a new cluster",
+        "elected leader",
+        "draining: new client calls are refused",
+        "handed leadership over",
+        "stopped cleanly",
+    ] {
+        assert_eq!(
+            node1.logged(message).len(),
+            1,
+            "node 1 logs {message:?} once:\n{}",
+            std::fs::read_to_string(node1.output()).unwrap()
+        );
+    }
+    assert_eq!(node1.logged("placing a new VM").len(), 1, "one VM, one placement");
+    for id in [2, 3] {
+        let node = &procs.nodes[id as usize - 1];
+        assert_eq!(node.logged("joined the cluster").len(), 1, "node {id} joins once");
+        let leaders: Vec<_> = node.logged("following a new leader").iter().map(|v| v["leader"].clone()).collect();
+        assert!(leaders.windows(2).all(|w| w[0] != w[1]), "node {id} logs each leader change once: {leaders:?}");
+        let memberships: Vec<_> =
+            node.logged("cluster membership").iter().map(|v| (v["voters"].clone(), v["learners"].clone())).collect();
+        assert!(memberships.windows(2).all(|w| w[0] != w[1]), "node {id} logs each membership once: {memberships:?}");
+    }
+
+    // The survivors agree on a new leader at once, not after an election timeout and a split vote.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = procs.node(2).raft_status().await;
+        if s.leader_id != 0 && s.leader_id != 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader after the handover: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A node told to join through a member that is not there says so while it keeps trying, naming the
+/// seed and the reason, instead of staying silent until it gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_to_a_dead_member_warns_while_it_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("node-2.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nid = 2\nname = \"node-2\"\njoin = [\"duet:grpc=127.0.0.1:{dead}\"]\n\
+             [transport]\nmode = \"grpc\"\n[transport.grpc]\nbind_address = \"127.0.0.1:0\"\n"
+        ),
+    )
+    .unwrap();
+    let mut node =
+        ProcNode { id: 2, config, dir: dir.path().to_owned(), child: None, starts: 1, ticket: String::new() };
+    let out = File::create(node.output()).unwrap();
+    node.child = Some(
+        Command::new(BIN)
+            .args(["--log-format", "json", "node", "--config"])
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("the node binary starts"),
+    );
+    let deadline = Instant::now() + WAIT;
+    let warning = loop {
+        if let Some(w) = node.logged("join failed; retrying").into_iter().next() {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "no join warning: {}", std::fs::read_to_string(node.output()).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(node.child.as_mut().unwrap().try_wait().unwrap().is_none(), "it warns while it still tries");
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["through"], format!("duet:grpc=127.0.0.1:{dead}"), "{warning}");
+    assert_eq!(warning["code"], "Unavailable", "{warning}");
+    assert!(warning["retrying_for_s"].as_u64().is_some_and(|s| s > 0), "{warning}");
+    node.kill();
 }

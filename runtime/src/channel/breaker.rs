@@ -76,7 +76,7 @@ impl Breaker {
         *s = match *s {
             State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
             State::Closed { failures } => {
-                tracing::info!(
+                tracing::warn!(
                     failures = failures + 1,
                     cooldown_ms = self.cooldown.as_millis() as u64,
                     "circuit breaker on Iroh opened: calls go over gRPC until a probe succeeds"

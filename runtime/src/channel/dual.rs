@@ -180,7 +180,8 @@ impl Dual {
     }
 
     fn fall_back(&self, desc: &'static MethodDesc, reason: &'static str) {
-        tracing::info!(path = desc.path, reason, "falling back from Iroh to gRPC");
+        // A warning: each one is a call Iroh failed; the breaker stops the stream of them once open.
+        tracing::warn!(path = desc.path, reason, "falling back from Iroh to gRPC");
         metrics::fallback(desc.config_name, Transport::Iroh, Transport::Grpc, reason);
     }
 

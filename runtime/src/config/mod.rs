@@ -343,11 +343,86 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file. Relative paths in it are taken from the file's directory
+    /// (see [`TransportConfig::resolve_paths`]).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text).map_err(|e| e.in_file(path))
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::from_toml(e).in_file(path))?;
+        cfg.transport.resolve_paths(path.parent().unwrap_or(std::path::Path::new("")));
+        cfg.transport.validate().map_err(|e| e.in_file(path))?;
+        Ok(cfg)
+    }
+}
+
+impl TransportConfig {
+    /// Makes every relative path of the table (TLS files, the relay CA, the Iroh key file) relative
+    /// to `base`, the directory of the file it came from, so a config means the same files whatever
+    /// directory the process starts in.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        let grpc = &mut self.grpc;
+        let iroh = &mut self.iroh;
+        for path in [
+            &mut grpc.tls_cert_path,
+            &mut grpc.tls_key_path,
+            &mut grpc.tls_ca_path,
+            &mut iroh.relay_ca_path,
+            &mut iroh.secret_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+
+    /// Checks that every service `[transport.migration]` names (`prefer_iroh_for`, `adaptive_for`,
+    /// `routes`, `raft_service` when `raft_transport` is set) is one of `known`, the config names of
+    /// the services the process serves or calls; a misspelt name would otherwise route nothing,
+    /// silently. The error names the key, the unknown name and the known ones.
+    ///
+    /// ```
+    /// let mut cfg = duet::TransportConfig::default();
+    /// cfg.migration.prefer_iroh_for = vec!["helth".into()];
+    /// let err = cfg.check_service_names(["health", "status"]).unwrap_err();
+    /// assert_eq!(err.key(), "transport.migration.prefer_iroh_for");
+    /// assert!(err.to_string().contains("\"helth\"") && err.to_string().contains("health, status"));
+    /// ```
+    pub fn check_service_names<'a>(&self, known: impl IntoIterator<Item = &'a str>) -> Result<(), ConfigError> {
+        let mut known: Vec<&str> = known.into_iter().collect();
+        known.sort_unstable();
+        known.dedup();
+        let m = &self.migration;
+        let named = m
+            .prefer_iroh_for
+            .iter()
+            .map(|n| ("prefer_iroh_for", n))
+            .chain(m.adaptive_for.iter().map(|n| ("adaptive_for", n)))
+            .chain(m.routes.keys().map(|n| ("routes", n)));
+        for (key, name) in named {
+            if !known.contains(&name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("transport.migration.{key}"),
+                    format!(
+                        "names {name:?}, which is no service of this process; the services are: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        if m.raft_transport != RaftTransport::default() && !known.contains(&m.raft_service.as_str()) {
+            return Err(ConfigError::new(
+                "transport.migration.raft_service",
+                format!(
+                    "is {:?}, which is no service of this process; the services are: {}",
+                    m.raft_service,
+                    known.join(", ")
+                ),
+            ));
+        }
+        Ok(())
     }
 }
