@@ -61,6 +61,11 @@ fn escape_line(line: &str) -> String {
             out.push('\\');
         }
         out.push(c);
+        // Anywhere in a line (after a list marker, say) three `~` would open a code block once the
+        // escape is dropped: the zero-width space keeps any run of them apart.
+        if c == '~' {
+            out.push(FENCE_GUARD);
+        }
         rest = &rest[c.len_utf8()..];
     }
     out
@@ -139,8 +144,9 @@ mod tests {
         );
         assert_eq!(text("# not a heading"), r"\# not a heading");
         assert_eq!(text("```rust\nfn main() {}\n```"), "\u{200B}\\`\\`\\`rust\nfn main() \\{\\}\n\u{200B}\\`\\`\\`");
-        assert_eq!(text("~~~"), "\u{200B}\\~\\~\\~");
-        assert_eq!(text("&amp; | ~~x~~ ![i](j)"), r"\&amp; \| \~\~x\~\~ \!\[i\](j)");
+        assert_eq!(text("~~~"), "\u{200B}\\~\u{200B}\\~\u{200B}\\~\u{200B}");
+        assert_eq!(text("- ~~~"), "- \\~\u{200B}\\~\u{200B}\\~\u{200B}");
+        assert_eq!(text("&amp; | ![i](j)"), r"\&amp; \| \!\[i\](j)");
     }
 
     #[test]

@@ -386,7 +386,11 @@ fn rust_names(fds: &prost_types::FileDescriptorSet) -> HashMap<String, HashMap<S
         let fq = |name: &str| fq_name(file.package(), name);
         for m in &file.message_type {
             names.insert(m.name().to_upper_camel_case(), format!("message {}", fq(m.name())));
-            if !(m.nested_type.is_empty() && m.enum_type.is_empty() && m.oneof_decl.is_empty()) {
+            // prost writes no type for a map's entry, nor a oneof for a proto3 `optional` field.
+            let nested = m.nested_type.iter().any(|n| !n.options.as_ref().is_some_and(|o| o.map_entry()));
+            let synthetic = |i: usize| m.field.iter().any(|f| f.proto3_optional() && f.oneof_index == Some(i as i32));
+            let oneofs = (0..m.oneof_decl.len()).any(|i| !synthetic(i));
+            if nested || !m.enum_type.is_empty() || oneofs {
                 names.insert(m.name().to_snake_case(), format!("the module of message {}", fq(m.name())));
             }
         }

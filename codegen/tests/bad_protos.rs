@@ -89,3 +89,18 @@ fn a_generated_item_named_as_a_message_is_an_error_naming_both() {
     assert!(err.contains("`KindsClient`") && err.contains("message p.KindsClient"), "{err}");
     assert!(err.contains("service p.Kinds"), "{err}");
 }
+
+#[test]
+fn maps_and_optional_fields_make_no_module_to_collide_with() {
+    // prost writes no module for a message whose only nested type is a map entry or whose only
+    // oneof is a proto3 `optional`: `FooMethods` beside service `Foo` (whose items include the
+    // module `foo_methods`) is fine.
+    let proto = "syntax = \"proto3\";\npackage p;\n\
+                 message FooMethods { map<string, int32> m = 1; optional int32 n = 2; }\n\
+                 service Foo { rpc A(FooMethods) returns (FooMethods); }\n";
+    compile(&[("s.proto", proto)]).expect("no collision");
+    let proto = "syntax = \"proto3\";\npackage p;\nmessage FooMethods { oneof o { int32 n = 1; } }\n\
+                 service Foo { rpc A(FooMethods) returns (FooMethods); }\n";
+    let err = compile(&[("s.proto", proto)]).expect_err("a real oneof makes the module foo_methods");
+    assert!(err.to_string().contains("`foo_methods`"), "{err}");
+}

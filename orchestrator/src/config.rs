@@ -105,7 +105,24 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new(""));
         config.transport.resolve_paths(base);
         if let Some(dir) = config.node.data_dir.as_mut().filter(|d| d.is_relative() && !d.as_os_str().is_empty()) {
-            *dir = base.join(&*dir);
+            let resolved = base.join(&*dir);
+            // The first version took data_dir from the working directory: a node upgraded in place
+            // must not start empty (and, bootstrapping, found a second cluster) beside its old data.
+            if resolved != *dir && !resolved.exists() && dir.is_dir() {
+                return Err(ConfigError::new(
+                    "node.data_dir",
+                    format!(
+                        "{:?} is taken from the config file's directory, where {} does not exist, but {} exists in \
+                         the working directory (where this path used to be taken from): move that directory next \
+                         to the config file, or give its absolute path",
+                        dir,
+                        resolved.display(),
+                        dir.display()
+                    ),
+                )
+                .in_file(path));
+            }
+            *dir = resolved;
         }
         config.validate().map_err(|e| e.in_file(path))?;
         Ok(config)

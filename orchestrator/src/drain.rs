@@ -1,6 +1,7 @@
-//! Draining a node for SIGTERM: new client calls are refused while Raft's own calls go on (a
-//! draining node still votes, replicates and applies, so the writes in flight through it can
-//! finish), and the node waits for the calls in flight to end.
+//! Draining a node for SIGTERM: new client calls are refused while members' calls go on (Raft's
+//! own, forwarded writes and joins, the leader's read index: a draining node still votes, replicates
+//! and applies, so the writes in flight through it can finish), and the node waits for the calls in
+//! flight to end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -86,8 +87,13 @@ impl tower::Service<Request<()>> for Counted {
     }
 
     fn call(&mut self, req: Request<()>) -> Self::Future {
-        let raft = req.extensions().get::<CallInfo>().is_some_and(|c| c.service() == RAFT_SERVICE);
-        if raft {
+        // Members' calls go on: Raft's own, writes and joins a follower passed on, and the read
+        // index a follower catches up with.
+        let from_member =
+            req.extensions().get::<CallInfo>().is_some_and(|c| {
+                c.service() == RAFT_SERVICE || c.path == "/orchestrator.v1.ClusterStatus/GetRaftStatus"
+            }) || req.metadata().get(crate::ctx::FORWARDED).is_some();
+        if from_member {
             return self.inner.call(req);
         }
         if self.drain.draining.load(Ordering::SeqCst) {

@@ -521,6 +521,9 @@ impl Download {
     where
         S: Stream<Item = Result<ImageChunk, Status>> + Unpin,
     {
+        // Bytes short of a whole chunk from an earlier holder were never stored: this holder starts
+        // again from what was.
+        self.pending.clear();
         let mut first = true;
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk?;
@@ -542,6 +545,10 @@ impl Download {
             }
             first = false;
             let received = self.received();
+            // A holder of the first version ignores the offset asked for and sends from the start.
+            if chunk.offset < received && chunk.offset.saturating_add(chunk.data.len() as u64) <= received {
+                continue;
+            }
             if chunk.offset != received {
                 return Err(Status::invalid_argument(format!(
                     "chunk at offset {} but {received} bytes received so far",
@@ -577,7 +584,9 @@ impl Download {
     /// Keeps verified bytes, a whole chunk at a time.
     fn absorb(&mut self, data: Bytes, hash: [u8; 32]) -> Result<(), Status> {
         let ends = self.verified() + data.len() as u64 == self.size;
-        if self.pending.is_empty() && (data.len() == CHUNK_SIZE || ends) {
+        // Straight through only as one stored chunk: a whole one, or a short last one. A larger
+        // chunk is regrouped, or its table entry would hash more than one stored chunk.
+        if self.pending.is_empty() && (data.len() == CHUNK_SIZE || (ends && data.len() < CHUNK_SIZE)) {
             return self.keep_chunk(&data, &hash);
         }
         let mut rest = &data[..];
@@ -934,30 +943,38 @@ mod tests {
 
     #[tokio::test]
     async fn chunks_of_other_sizes_are_stored_as_whole_chunks() {
-        let dir = tempfile::tempdir().unwrap();
         let img = image(2 * CHUNK_SIZE + 1000);
-        let store = ImageStore::open(dir.path(), 1 << 30).unwrap();
-        let step = 300_000;
-        let chunks: Vec<_> = (0..img.bytes.len())
-            .step_by(step)
-            .map(|start| {
-                let data = img.bytes.slice(start..(start + step).min(img.bytes.len()));
-                Ok(ImageChunk {
-                    header: (start == 0).then(|| ImageHeader {
-                        name: "img".into(),
-                        size: img.bytes.len() as u64,
-                        blake3: Bytes::copy_from_slice(&img.blake3),
-                    }),
-                    offset: start as u64,
-                    chunk_blake3: Bytes::copy_from_slice(blake3::hash(&data).as_bytes()),
-                    data,
+        // Smaller than a stored chunk, the whole image in one, and a chunk and a half.
+        for step in [300_000, img.bytes.len(), CHUNK_SIZE * 3 / 2] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ImageStore::open(dir.path(), 1 << 30).unwrap();
+            let chunks: Vec<_> = (0..img.bytes.len())
+                .step_by(step)
+                .map(|start| {
+                    let data = img.bytes.slice(start..(start + step).min(img.bytes.len()));
+                    Ok(ImageChunk {
+                        header: (start == 0).then(|| ImageHeader {
+                            name: "img".into(),
+                            size: img.bytes.len() as u64,
+                            blake3: Bytes::copy_from_slice(&img.blake3),
+                        }),
+                        offset: start as u64,
+                        chunk_blake3: Bytes::copy_from_slice(blake3::hash(&data).as_bytes()),
+                        data,
+                    })
                 })
-            })
-            .collect();
-        let stored = store.upload(futures_util::stream::iter(chunks), |_| Ok(())).await.expect("uploaded");
-        assert_eq!(stored.size, img.bytes.len() as u64);
-        let served: Vec<_> = store.fetch("img", 0).unwrap().unwrap().map(Result::unwrap).collect().await;
-        assert_eq!(served.iter().map(|c| c.data.len()).collect::<Vec<_>>(), [CHUNK_SIZE, CHUNK_SIZE, 1000]);
+                .collect();
+            let stored = store.upload(futures_util::stream::iter(chunks), |_| Ok(())).await.expect("uploaded");
+            assert_eq!(stored.size, img.bytes.len() as u64);
+            let served: Vec<_> = store.fetch("img", 0).unwrap().unwrap().map(Result::unwrap).collect().await;
+            assert_eq!(
+                served.iter().map(|c| c.data.len()).collect::<Vec<_>>(),
+                [CHUNK_SIZE, CHUNK_SIZE, 1000],
+                "{step}"
+            );
+            let back: Vec<u8> = served.iter().flat_map(|c| c.data.iter().copied()).collect();
+            assert_eq!(back, img.bytes, "{step}");
+        }
     }
 
     #[tokio::test]

@@ -214,6 +214,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("node {} ({}) up; ticket:\n{}", node.id(), config.node.name, node.ticket());
             let signal = stop_signal().await?;
             tracing::info!(node = node.id(), signal, "stopping: no new calls; calls in flight may finish");
+            // A second signal ends a drain that takes too long.
+            tokio::spawn(async {
+                if let Ok(signal) = stop_signal().await {
+                    tracing::warn!(signal, "stopping now, without waiting for the drain");
+                    std::process::exit(130);
+                }
+            });
             node.drain().await;
             tracing::info!("stopped cleanly");
             Ok(())

@@ -503,6 +503,9 @@ impl Node {
             );
             return;
         };
+        // Followers refuse votes while the leader's heartbeats keep their lease fresh: stop them, so
+        // the heir can win even where this node's vote is not enough for a quorum.
+        ctx.raft.runtime_config().heartbeat(false);
         let Some((_, member, _)) = ctx.members().into_iter().find(|(id, _, _)| id == heir) else { return };
         let asked = match ctx.peers.channel(&member.ticket) {
             Ok(channel) => RaftServiceClient::new(channel)

@@ -1,20 +1,19 @@
 //! What the leader decides before a VM command enters the log, because only it hears every member:
 //! where a new VM goes (the live voter with the fewest VMs) and whether a VM may start (its host must
-//! be live). A follower forwards commands as the client gave them.
+//! be live). A follower places a new VM by what it hears itself before forwarding it, so the command
+//! is complete whoever commits it (a leader of the first version, or this node should it have just
+//! become leader); the leader places it again.
 
 use duet::Status;
 
 use crate::ctx::Ctx;
 use crate::state::{Command, NodeId, VmState};
 
-/// The host of a VM created without one: the leader places it.
-pub const UNPLACED: NodeId = 0;
-
 /// `command` as the leader commits it: a new VM placed on a live member, a start refused when the
 /// VM's host is not live.
 pub fn at_leader(ctx: &Ctx, command: Command) -> Result<Command, Status> {
     match command {
-        Command::CreateVm { name, vcpus, memory_mib, image, host: UNPLACED } => {
+        Command::CreateVm { name, vcpus, memory_mib, image, .. } => {
             let host = place(ctx);
             tracing::info!(vm = %name, host, "placing a new VM");
             Ok(Command::CreateVm { name, vcpus, memory_mib, image, host })
@@ -40,8 +39,9 @@ pub fn at_leader(ctx: &Ctx, command: Command) -> Result<Command, Status> {
     }
 }
 
-/// The live voter with the fewest VMs, lowest id on a tie; this node when no other voter is live.
-fn place(ctx: &Ctx) -> NodeId {
+/// The live voter with the fewest VMs, lowest id on a tie, as this node hears the members; this node
+/// when no other voter is live.
+pub fn place(ctx: &Ctx) -> NodeId {
     let state = ctx.state();
     ctx.members()
         .into_iter()

@@ -52,6 +52,32 @@ pub(crate) fn emit(s: &ServiceModel) -> TokenStream {
             settings: ::duet::__codegen::grpc::GrpcSettings,
         }
 
+        impl<__Impl> #tonic_service<__Impl> {
+            /// The largest request message accepted (tonic's default: 4 MiB).
+            pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+                self.settings = self.settings.max_decoding_message_size(limit);
+                self
+            }
+
+            /// The largest response message sent (tonic's default: no limit).
+            pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+                self.settings = self.settings.max_encoding_message_size(limit);
+                self
+            }
+
+            /// Compresses responses with `encoding` when the client accepts it.
+            pub fn send_compressed(mut self, encoding: ::duet::CompressionEncoding) -> Self {
+                self.settings = self.settings.send_compressed(encoding);
+                self
+            }
+
+            /// Accepts requests compressed with `encoding`.
+            pub fn accept_compressed(mut self, encoding: ::duet::CompressionEncoding) -> Self {
+                self.settings = self.settings.accept_compressed(encoding);
+                self
+            }
+        }
+
         impl<__Impl> ::core::clone::Clone for #tonic_service<__Impl> {
             fn clone(&self) -> Self {
                 Self { inner: ::std::sync::Arc::clone(&self.inner), settings: self.settings }

@@ -56,12 +56,16 @@ pub(crate) fn cluster_status(ctx: &Ctx) -> ClusterStatusReply {
     }
 }
 
+/// How long a follower waits for its leader's view of liveness.
+const LEADERS_VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A follower hears only its leader, so it answers with the leader's view of the other members'
 /// liveness, asked over the peer connector (its own view when the leader does not answer).
 async fn with_leaders_liveness(ctx: &Ctx, mut reply: ClusterStatusReply) -> ClusterStatusReply {
     let Some((leader, member)) = ctx.leader().filter(|(id, _)| *id != ctx.id) else { return reply };
     let Ok(channel) = ctx.peers.channel(&member.ticket) else { return reply };
-    let client = ClusterStatusClient::new(channel).with_default_timeout(ctx.rpc_timeout);
+    // Short: a follower whose leader is gone answers with its own view rather than wait.
+    let client = ClusterStatusClient::new(channel).with_default_timeout(LEADERS_VIEW_TIMEOUT);
     let asked = ctx.calls.timed("4 peer connector", "ClusterStatus/GetClusterStatus", async {
         client.get_cluster_status(crate::ctx::forwarded(GetClusterStatusRequest {})).await
     });
@@ -207,8 +211,13 @@ impl ClusterStatus for ClusterStatusService {
         if members.iter().all(|(m, _, voter)| *m == id || !voter) {
             return Err(Status::failed_precondition(format!("node {id} is the last voter; a cluster needs one")));
         }
-        let removed =
-            ctx.raft.change_membership(openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await;
+        let is_voter = members.iter().any(|(m, _, voter)| *m == id && *voter);
+        let change = if is_voter {
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let removed = ctx.raft.change_membership(change, false).await;
         match removed {
             Ok(_) => {
                 tracing::info!(node = ctx.id, removed = id, "removed a member from the cluster");

@@ -60,8 +60,8 @@ impl VmService for VmServiceImpl {
         let forwarded = is_forwarded(&request);
         let r = request.into_inner();
         crate::state::check_vm(&r.name, r.vcpus, r.memory_mib).map_err(Status::invalid_argument)?;
-        // The leader places it: only it hears which members are live.
-        let host = crate::placement::UNPLACED;
+        // The leader places it again: only it hears which members are live.
+        let host = crate::placement::place(&self.0);
         let command =
             Command::CreateVm { name: r.name, vcpus: r.vcpus, memory_mib: r.memory_mib, image: r.image, host };
         self.write(command, forwarded).await

@@ -61,3 +61,36 @@ fn run_with_config(config: &str, args: &[&str]) -> std::process::Output {
     std::fs::write(&path, config).expect("write config");
     Command::new(env!("CARGO_BIN_EXE_duet-orchestrator")).args(args).arg(&path).output().expect("the binary runs")
 }
+
+#[test]
+fn a_data_dir_left_in_the_working_directory_is_not_silently_abandoned() {
+    // Relative data_dir paths used to be taken from the working directory; they are now taken from
+    // the config file's. A node upgraded in place must not start empty beside its old data.
+    let cwd = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(cwd.path().join("data")).unwrap();
+    std::fs::create_dir(cwd.path().join("conf")).unwrap();
+    let config = cwd.path().join("conf").join("node.toml");
+    std::fs::write(
+        &config,
+        "[node]\nid = 1\nbootstrap = true\ndata_dir = \"data\"\n[transport.grpc]\nbind_address = \"127.0.0.1:7001\"\n\
+         [transport.iroh]\nbind_port = 7101\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
+        .current_dir(cwd.path())
+        .args(["check-config", "conf/node.toml"])
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("`node.data_dir`") && stderr.contains("working directory"),
+        "{stderr}"
+    );
+    std::fs::create_dir(cwd.path().join("conf").join("data")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_duet-orchestrator"))
+        .current_dir(cwd.path())
+        .args(["check-config", "conf/node.toml"])
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success(), "next to the config file it is found: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -49,6 +49,30 @@ impl GrpcSettings {
         settings
     }
 
+    /// The largest request message accepted (tonic's default: 4 MiB).
+    pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+        self.max_decoding = Some(limit);
+        self
+    }
+
+    /// The largest response message sent (tonic's default: no limit).
+    pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+        self.max_encoding = Some(limit);
+        self
+    }
+
+    /// Compresses responses with `encoding` when the client accepts it.
+    pub fn send_compressed(mut self, encoding: tonic::codec::CompressionEncoding) -> Self {
+        self.send.enable(encoding);
+        self
+    }
+
+    /// Accepts requests compressed with `encoding`.
+    pub fn accept_compressed(mut self, encoding: tonic::codec::CompressionEncoding) -> Self {
+        self.accept.enable(encoding);
+        self
+    }
+
     fn grpc<Resp, Req>(&self) -> Grpc<ProstCodec<Resp, Req>>
     where
         Resp: prost::Message + Send + 'static,
