@@ -145,9 +145,10 @@ pub enum Request {
         /// Image name.
         name: String,
     },
-    /// Remove a member that is gone for good, so it stops counting toward the quorum (a member-only
-    /// call: give the cluster token when the cluster has one, or call from a member's host over gRPC
-    /// with mutual TLS).
+    /// Remove a member that is gone for good, so it stops counting toward the quorum.
+    ///
+    /// A member-only call: give the cluster token when the cluster has one, or call over gRPC with a
+    /// certificate the cluster's CA signed.
     RemoveMember {
         /// The member's node id.
         id: u64,

@@ -476,6 +476,7 @@ async fn sigterm_drains_the_leader_hands_over_and_exits_zero() {
         );
     }
     assert_eq!(node1.logged("placing a new VM").len(), 1, "one VM, one placement");
+    assert_eq!(node1.logged("holding a verified image").len(), 1, "one image transfer, one event");
     for id in [2, 3] {
         let node = &procs.nodes[id as usize - 1];
         assert_eq!(node.logged("joined the cluster").len(), 1, "node {id} joins once");

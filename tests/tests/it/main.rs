@@ -30,6 +30,7 @@ mod health;
 mod kill;
 mod lab;
 mod legacy_bridge;
+mod logs;
 mod macro_errors;
 mod macro_service;
 mod method_kinds;
