@@ -31,6 +31,51 @@ use tonic::Request;
 use tonic::Response;
 use tonic::Status;
 
+/// The body every call shape of [`Channel`] shares: the call's span and trace context, then the
+/// channel's middleware once, above the choice of transport. A macro, not a generic helper: a helper
+/// taking the call as a closure made every call's future twice as large.
+macro_rules! through_channel {
+    ($channel:ident, $req:ident, $desc:ident, $opts:ident, $shape:ident) => {{
+        let ($req, span) = $channel.outgoing($req, $desc);
+        // Built in place: a future held in a local and then moved is stored twice.
+        traced(span, async {
+            let req =
+                match $channel.stack.plan() {
+                    Plan::Empty => $req,
+                    Plan::Checks(checks) => checked(checks, $req, $desc).await?,
+                    Plan::Layers(stack) => {
+                        let (route, opts) = ($channel.route.clone(), $opts.clone());
+                        let through = through_stack(stack, $req, $desc, move |req| async move {
+                            route.$shape(req, $desc, &opts).await
+                        });
+                        // Boxed, as the call's own future below: one large future per call, not two.
+                        return Box::pin(through).await;
+                    }
+                };
+            $channel.route.$shape(req, $desc, $opts).await
+        })
+        .await
+    }};
+}
+
+/// The body every call shape of [`Route`] shares: the call's one deadline, computed here and passed
+/// down to whichever transport carries it. A macro for the reason `through_channel!` is one.
+macro_rules! route {
+    ($route:ident, $req:ident, $desc:ident, $opts:ident, $shape:ident) => {{
+        let deadline = Deadline::of($req.metadata(), $opts.timeout);
+        match $route {
+            Route::Grpc(ch) => {
+                measured($desc, Transport::Grpc, "channel", crate::grpc::$shape(ch, $req, $desc, $opts, deadline)).await
+            }
+            Route::Iroh(slot) => {
+                on_iroh(slot, $desc, deadline, |s| crate::iroh::$shape(s, $req, $desc, $opts, deadline)).await
+            }
+            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
+            Route::Dual(d) => Box::pin(d.$shape($req, $desc, $opts, deadline)).await,
+        }
+    }};
+}
+
 /// A client's way to a peer: over gRPC, over Iroh, or both (Dual) with the migration strategy choosing
 /// per call.
 ///
@@ -236,23 +281,7 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
-        let (req, span) = self.outgoing(req, desc);
-        // Built in place: a future held in a local and then moved is stored twice.
-        traced(span, async {
-            let req = match self.stack.plan() {
-                Plan::Empty => req,
-                Plan::Checks(checks) => checked(checks, req, desc).await?,
-                Plan::Layers(stack) => {
-                    let (route, opts) = (self.route.clone(), opts.clone());
-                    let through =
-                        through_stack(stack, req, desc, move |req| async move { route.unary(req, desc, &opts).await });
-                    // Boxed, as the call's own future below: one large future per call, not two.
-                    return Box::pin(through).await;
-                }
-            };
-            self.route.unary(req, desc, opts).await
-        })
-        .await
+        through_channel!(self, req, desc, opts, unary)
     }
 
     /// A server-streaming call. Generated clients call this.
@@ -262,24 +291,7 @@ impl Channel {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        let (req, span) = self.outgoing(req, desc);
-        // Built in place: a future held in a local and then moved is stored twice.
-        traced(span, async {
-            let req = match self.stack.plan() {
-                Plan::Empty => req,
-                Plan::Checks(checks) => checked(checks, req, desc).await?,
-                Plan::Layers(stack) => {
-                    let (route, opts) = (self.route.clone(), opts.clone());
-                    let through = through_stack(stack, req, desc, move |req| async move {
-                        route.server_streaming(req, desc, &opts).await
-                    });
-                    // Boxed, as the call's own future below: one large future per call, not two.
-                    return Box::pin(through).await;
-                }
-            };
-            self.route.server_streaming(req, desc, opts).await
-        })
-        .await
+        through_channel!(self, req, desc, opts, server_streaming)
     }
 
     /// A client-streaming call. Generated clients call this.
@@ -294,24 +306,7 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        let (req, span) = self.outgoing(req, desc);
-        // Built in place: a future held in a local and then moved is stored twice.
-        traced(span, async {
-            let req = match self.stack.plan() {
-                Plan::Empty => req,
-                Plan::Checks(checks) => checked(checks, req, desc).await?,
-                Plan::Layers(stack) => {
-                    let (route, opts) = (self.route.clone(), opts.clone());
-                    let through = through_stack(stack, req, desc, move |req| async move {
-                        route.client_streaming(req, desc, &opts).await
-                    });
-                    // Boxed, as the call's own future below: one large future per call, not two.
-                    return Box::pin(through).await;
-                }
-            };
-            self.route.client_streaming(req, desc, opts).await
-        })
-        .await
+        through_channel!(self, req, desc, opts, client_streaming)
     }
 
     /// A bidi-streaming call. Generated clients call this.
@@ -326,23 +321,7 @@ impl Channel {
         Req: Message,
         Resp: Message,
     {
-        let (req, span) = self.outgoing(req, desc);
-        // Built in place: a future held in a local and then moved is stored twice.
-        traced(span, async {
-            let req = match self.stack.plan() {
-                Plan::Empty => req,
-                Plan::Checks(checks) => checked(checks, req, desc).await?,
-                Plan::Layers(stack) => {
-                    let (route, opts) = (self.route.clone(), opts.clone());
-                    let through =
-                        through_stack(stack, req, desc, move |req| async move { route.bidi(req, desc, &opts).await });
-                    // Boxed, as the call's own future below: one large future per call, not two.
-                    return Box::pin(through).await;
-                }
-            };
-            self.route.bidi(req, desc, opts).await
-        })
-        .await
+        through_channel!(self, req, desc, opts, bidi)
     }
 
     /// A call's `duet.call` span, and its request with the trace context it goes out with.
@@ -411,18 +390,7 @@ impl Route {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Resp>, Status> {
-        // The call's one deadline, from here down to whichever transport carries it.
-        let deadline = Deadline::of(req.metadata(), opts.timeout);
-        match self {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::unary(ch, req, desc, opts, deadline)).await
-            }
-            Route::Iroh(slot) => {
-                on_iroh(slot, desc, deadline, |s| crate::iroh::unary(s, req, desc, opts, deadline)).await
-            }
-            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
-            Route::Dual(d) => Box::pin(d.unary(req, desc, opts, deadline)).await,
-        }
+        route!(self, req, desc, opts, unary)
     }
 
     async fn server_streaming<Req: Message, Resp: Message>(
@@ -431,19 +399,7 @@ impl Route {
         desc: &'static MethodDesc,
         opts: &CallOptions,
     ) -> Result<Response<Streaming<Resp>>, Status> {
-        // The call's one deadline, from here down to whichever transport carries it.
-        let deadline = Deadline::of(req.metadata(), opts.timeout);
-        match self {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::server_streaming(ch, req, desc, opts, deadline))
-                    .await
-            }
-            Route::Iroh(slot) => {
-                on_iroh(slot, desc, deadline, |s| crate::iroh::server_streaming(s, req, desc, opts, deadline)).await
-            }
-            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
-            Route::Dual(d) => Box::pin(d.server_streaming(req, desc, opts, deadline)).await,
-        }
+        route!(self, req, desc, opts, server_streaming)
     }
 
     async fn client_streaming<S, Req, Resp>(
@@ -457,19 +413,7 @@ impl Route {
         Req: Message,
         Resp: Message,
     {
-        // The call's one deadline, from here down to whichever transport carries it.
-        let deadline = Deadline::of(req.metadata(), opts.timeout);
-        match self {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::client_streaming(ch, req, desc, opts, deadline))
-                    .await
-            }
-            Route::Iroh(slot) => {
-                on_iroh(slot, desc, deadline, |s| crate::iroh::client_streaming(s, req, desc, opts, deadline)).await
-            }
-            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
-            Route::Dual(d) => Box::pin(d.client_streaming(req, desc, opts, deadline)).await,
-        }
+        route!(self, req, desc, opts, client_streaming)
     }
 
     async fn bidi<S, Req, Resp>(
@@ -483,18 +427,7 @@ impl Route {
         Req: Message,
         Resp: Message,
     {
-        // The call's one deadline, from here down to whichever transport carries it.
-        let deadline = Deadline::of(req.metadata(), opts.timeout);
-        match self {
-            Route::Grpc(ch) => {
-                measured(desc, Transport::Grpc, "channel", crate::grpc::bidi(ch, req, desc, opts, deadline)).await
-            }
-            Route::Iroh(slot) => {
-                on_iroh(slot, desc, deadline, |s| crate::iroh::bidi(s, req, desc, opts, deadline)).await
-            }
-            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
-            Route::Dual(d) => Box::pin(d.bidi(req, desc, opts, deadline)).await,
-        }
+        route!(self, req, desc, opts, bidi)
     }
 }
 

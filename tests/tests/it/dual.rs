@@ -61,7 +61,7 @@ fn transport_of<T>(r: &duet::Response<T>) -> Transport {
 
 #[tokio::test]
 async fn iroh_stopped_mid_run_loses_nothing_and_runs_nothing_twice() {
-    let (logs, _capturing) = crate::logs::Captured::install();
+    let logs = crate::logs::captured();
     let cfg = config("prefer_iroh_for = [\"kinds\"]\nbreaker_failures = 2\nbreaker_cooldown_ms = 300");
     let mut s = setup(&cfg).await;
     let client = KindsClient::new(s.channel.clone()).with_default_timeout(Duration::from_secs(5));
@@ -147,10 +147,10 @@ async fn iroh_stopped_mid_run_loses_nothing_and_runs_nothing_twice() {
     assert!(text.contains(r#"duet_connection_attempts_total{transport="iroh"}"#), "{text}");
     // An operator hears of each fallback and of the breaker opening as warnings, once an event.
     use tracing::Level;
-    assert!(logs.count(Level::WARN, "falling back from Iroh to gRPC") >= 1, "fallbacks warn");
+    assert!(logs.count_here(Level::WARN, "falling back from Iroh to gRPC") >= 1, "fallbacks warn");
     let opened = "circuit breaker on Iroh opened: calls go over gRPC until a probe succeeds";
-    assert_eq!(logs.count(Level::WARN, opened), 1, "the breaker opened once");
-    assert_eq!(logs.count(Level::INFO, "circuit breaker on Iroh closed: a probe call succeeded"), 1);
+    assert_eq!(logs.count_here(Level::WARN, opened), 1, "the breaker opened once");
+    assert_eq!(logs.count_here(Level::INFO, "circuit breaker on Iroh closed: a probe call succeeded"), 1);
     s.server.shutdown().await;
     s.connector.endpoint().close().await;
 }

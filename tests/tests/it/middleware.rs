@@ -1,7 +1,6 @@
 //! One middleware stack on both transports: server interceptors and layers, client interceptors and
 //! layers, extensions, server metrics and trace context, over gRPC, Iroh and Dual.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -13,7 +12,6 @@ use duet_tests::harness::{self, Running, VIAS, Via};
 use duet_tests::pb::matrix::v1::{CountRequest, EchoRequest, KindsClient, KindsServer};
 use duet_tests::services::{KindsImpl, Tag};
 use futures_util::StreamExt;
-use tracing_subscriber::layer::SubscriberExt;
 
 const TOKEN: &str = "open-sesame";
 
@@ -319,43 +317,9 @@ async fn a_call_past_its_deadline_is_recorded_as_deadline_exceeded_on_both_trans
     running.stop().await;
 }
 
-/// Records the `trace_id` every span records, by span name.
-#[derive(Clone, Default)]
-struct TraceIds(Arc<Mutex<HashMap<&'static str, Vec<String>>>>);
-
-struct Visit<'a>(&'a mut Option<String>);
-
-impl tracing::field::Visit for Visit<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "trace_id" {
-            *self.0 = Some(format!("{value:?}"));
-        }
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for TraceIds
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_record(
-        &self,
-        id: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        let mut found = None;
-        values.record(&mut Visit(&mut found));
-        if let (Some(trace), Some(span)) = (found, ctx.span(id)) {
-            self.0.lock().unwrap().entry(span.name()).or_default().push(trace);
-        }
-    }
-}
-
 #[tokio::test]
 async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
-    let ids = TraceIds::default();
-    tracing::dispatcher::set_global_default(tracing::Dispatch::new(tracing_subscriber::registry().with(ids.clone())))
-        .expect("the only test in this binary that installs a subscriber");
+    let ids = crate::logs::trace_ids();
     let f = start().await;
     for via in VIAS {
         let client = KindsClient::new(f.running.via(via));
