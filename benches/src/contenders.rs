@@ -1,4 +1,4 @@
-//! The five contenders: how each serves the bench service, and how a client calls it.
+//! The contenders: how each serves the bench service, and how a client calls it.
 
 use std::net::SocketAddr;
 
@@ -15,14 +15,22 @@ use crate::pb::{Blob, Size};
 use crate::services::{BRIDGE_ALPN, DuetBench, RAW_ALPN, RawEcho, TonicBench};
 
 /// A way to run the bench service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Contender {
     /// A plain tonic server and client over TCP, no duet.
     TonicTcp,
+    /// The same over TLS (rustls, as duet's TLS mode): what a production gRPC deployment runs, and
+    /// the like-for-like comparison with QUIC, which is always encrypted.
+    TonicTls,
     /// duet's gRPC path (tonic underneath, duet's generated client and server).
     DuetGrpc,
     /// duet's native wire over Iroh.
     DuetIroh,
+    /// A Dual channel routing the service to Iroh first (`prefer_iroh_for`, fallback to gRPC on):
+    /// what Dual's per-call choice costs over an Iroh-only channel.
+    DuetDual,
+    /// n0's irpc over iroh: postcard messages on one QUIC stream per request, duet's QUIC settings.
+    Irpc,
     /// tonic's HTTP/2 over an Iroh stream (duet's legacy bridge).
     Bridge,
     /// The ceiling: a raw Iroh bi-stream echoing bytes, no encoding, with duet's QUIC tuning.
@@ -38,10 +46,13 @@ pub enum Contender {
 
 impl Contender {
     /// Every contender, in table order.
-    pub const ALL: [Contender; 6] = [
+    pub const ALL: [Contender; 9] = [
         Contender::TonicTcp,
+        Contender::TonicTls,
         Contender::DuetGrpc,
         Contender::DuetIroh,
+        Contender::DuetDual,
+        Contender::Irpc,
         Contender::Bridge,
         Contender::RawIroh,
         Contender::RawIrohDefaults,
@@ -51,8 +62,11 @@ impl Contender {
     pub fn label(self) -> &'static str {
         match self {
             Contender::TonicTcp => "tonic TCP",
+            Contender::TonicTls => "tonic TLS",
             Contender::DuetGrpc => "duet gRPC",
             Contender::DuetIroh => "duet Iroh",
+            Contender::DuetDual => "duet Dual",
+            Contender::Irpc => "irpc",
             Contender::Bridge => "HTTP/2 bridge",
             Contender::RawIroh => "raw Iroh",
             Contender::RawIrohDefaults => "raw Iroh (defaults)",
@@ -102,8 +116,35 @@ pub async fn serve(c: Contender) -> String {
             );
             format!("http://{addr}")
         }
+        Contender::TonicTls => {
+            let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let id = crate::tls::identity();
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(id.cert, id.key));
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .tls_config(tls)
+                    .unwrap()
+                    .add_service(TonicServer::new(TonicBench).max_decoding_message_size(64 << 20))
+                    .serve_with_incoming(
+                        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    ),
+            );
+            format!("https://{addr} {}", crate::tls::fold(&id.ca))
+        }
+        Contender::Irpc => {
+            let ep = crate::irpc_bench::bind_server().await;
+            let addr = endpoint::addr(&ep);
+            let router = iroh::protocol::Router::builder(ep)
+                .accept(crate::irpc_bench::ALPN, crate::irpc_bench::protocol())
+                .spawn();
+            std::mem::forget(router);
+            duet::PeerAddr { grpc: None, iroh: Some(addr) }.to_string()
+        }
         Contender::DuetGrpc
         | Contender::DuetIroh
+        | Contender::DuetDual
         | Contender::Bridge
         | Contender::DuetGrpcMiddleware
         | Contender::DuetIrohMiddleware => {
@@ -111,6 +152,7 @@ pub async fn serve(c: Contender) -> String {
             server = match c {
                 Contender::DuetGrpc => server.grpc(loopback),
                 Contender::DuetIroh => server.iroh(bind(true).await),
+                Contender::DuetDual => server.grpc(loopback).iroh(bind(true).await),
                 Contender::DuetGrpcMiddleware => crate::middleware::serve(server.grpc(loopback)),
                 Contender::DuetIrohMiddleware => crate::middleware::serve(server.iroh(bind(true).await)),
                 _ => server.iroh(bind(true).await).legacy(
@@ -142,6 +184,8 @@ pub enum Client {
     Duet(crate::pb::BenchClient),
     /// A QUIC connection for the raw echo.
     Raw(Connection),
+    /// irpc's client.
+    Irpc(crate::irpc_bench::Client),
 }
 
 fn iroh_addr(addr: &str) -> EndpointAddr {
@@ -155,6 +199,14 @@ pub async fn connect(c: Contender, addr: &str, ep: &Endpoint) -> Client {
             TonicClient::new(tonic::transport::Endpoint::from_shared(addr.to_owned()).unwrap().connect_lazy())
                 .max_decoding_message_size(64 << 20),
         ),
+        Contender::TonicTls => {
+            let (url, ca) = addr.split_once(' ').expect("url and CA");
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(crate::tls::unfold(ca)))
+                .domain_name("localhost");
+            let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().tls_config(tls).unwrap();
+            Client::Tonic(TonicClient::new(endpoint.connect_lazy()).max_decoding_message_size(64 << 20))
+        }
         Contender::DuetGrpc => {
             let uri = addr.parse::<duet::PeerAddr>().unwrap().grpc_uri().unwrap();
             Client::Duet(
@@ -165,6 +217,17 @@ pub async fn connect(c: Contender, addr: &str, ep: &Endpoint) -> Client {
             let channel = duet::Channel::iroh(&Connector::new(ep.clone()), iroh_addr(addr));
             Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
         }
+        Contender::DuetDual => {
+            let peer = addr.parse::<duet::PeerAddr>().expect("ticket");
+            let grpc = tonic::transport::Endpoint::from_shared(peer.grpc_uri().unwrap()).unwrap().connect_lazy();
+            let mut config = duet::TransportConfig::default();
+            config.migration.prefer_iroh_for = vec!["bench".into()];
+            let channel = duet::Channel::dual(grpc, &Connector::new(ep.clone()), iroh_addr(addr), &config);
+            Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
+        }
+        Contender::Irpc => Client::Irpc(crate::irpc_bench::Client::new(
+            ep.connect(iroh_addr(addr), crate::irpc_bench::ALPN).await.expect("irpc connect"),
+        )),
         Contender::DuetGrpcMiddleware => {
             let uri = addr.parse::<duet::PeerAddr>().unwrap().grpc_uri().unwrap();
             let channel = crate::middleware::call(duet::Channel::grpc_lazy(uri).unwrap());
@@ -206,6 +269,7 @@ impl Client {
                 send.finish().map_err(|e| e.to_string())?;
                 recv.read_to_end(64 << 20).await.map_err(|e| e.to_string())?.len()
             }
+            Client::Irpc(c) => c.unary(payload).await?,
         };
         if got == len { Ok(()) } else { Err(format!("echo of {len} bytes came back as {got}")) }
     }
@@ -241,6 +305,7 @@ impl Client {
                 }
                 Ok(n)
             }
+            Client::Irpc(c) => c.download(total, chunk).await,
         }
     }
 
@@ -266,6 +331,7 @@ impl Client {
                 let ack = recv.read_to_end(8).await.map_err(|e| e.to_string())?;
                 Ok(u64::from_be_bytes(ack.try_into().map_err(|_| "short ack".to_string())?))
             }
+            Client::Irpc(c) => c.upload(Bytes::from(vec![9u8; chunk as usize]), n).await,
         }
     }
 }

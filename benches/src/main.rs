@@ -172,7 +172,7 @@ enum Step {
 }
 
 /// One row's samples: name, unit, whether more is better, and the values per contender index.
-type SampleRow = (String, &'static str, bool, std::collections::BTreeMap<usize, Vec<f64>>);
+type SampleRow = (String, &'static str, bool, std::collections::BTreeMap<Contender, Vec<f64>>);
 
 /// Samples per row and contender, across rounds; the table gets each one's median.
 #[derive(Default)]
@@ -182,7 +182,6 @@ struct Samples {
 
 impl Samples {
     fn push(&mut self, name: String, unit: &'static str, higher: bool, c: Contender, v: f64) {
-        let idx = Contender::ALL.iter().position(|x| *x == c).expect("known contender");
         let row = match self.rows.iter().position(|r| r.0 == name) {
             Some(i) => &mut self.rows[i],
             None => {
@@ -190,15 +189,15 @@ impl Samples {
                 self.rows.last_mut().expect("just pushed")
             }
         };
-        row.3.entry(idx).or_default().push(v);
+        row.3.entry(c).or_default().push(v);
     }
 
     fn medians(self) -> Results {
         let mut results = Results::default();
         for (name, unit, higher, values) in self.rows {
-            for (idx, mut v) in values {
+            for (c, mut v) in values {
                 v.sort_by(f64::total_cmp);
-                results.put(&name, unit, higher, Contender::ALL[idx], v[v.len() / 2]);
+                results.put(&name, unit, higher, c, v[v.len() / 2]);
             }
         }
         results

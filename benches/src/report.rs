@@ -18,7 +18,7 @@ pub struct Row {
     /// True for rates, false for times and sizes.
     pub higher_is_better: bool,
     /// The value per contender.
-    pub values: BTreeMap<usize, f64>,
+    pub values: BTreeMap<Contender, f64>,
 }
 
 /// All rows, in the order measured.
@@ -30,23 +30,18 @@ pub struct Results {
 impl Results {
     /// Records one value.
     pub fn put(&mut self, name: &str, unit: &'static str, higher_is_better: bool, c: Contender, value: f64) {
-        let idx = Contender::ALL.iter().position(|x| *x == c).expect("known contender");
         match self.rows.iter_mut().find(|r| r.name == name) {
             Some(row) => {
-                row.values.insert(idx, value);
+                row.values.insert(c, value);
             }
-            None => self.rows.push(Row {
-                name: name.into(),
-                unit,
-                higher_is_better,
-                values: BTreeMap::from([(idx, value)]),
-            }),
+            None => {
+                self.rows.push(Row { name: name.into(), unit, higher_is_better, values: BTreeMap::from([(c, value)]) })
+            }
         }
     }
 
     fn value(&self, name: &str, c: Contender) -> Option<f64> {
-        let idx = Contender::ALL.iter().position(|x| *x == c)?;
-        self.rows.iter().find(|r| r.name == name)?.values.get(&idx).copied()
+        self.rows.iter().find(|r| r.name == name)?.values.get(&c).copied()
     }
 
     /// A markdown table: each cell is the value, then its ratio to tonic over TCP and to the raw
@@ -60,13 +55,10 @@ impl Results {
         out.push_str("\n|---|---|");
         out.push_str(&"---:|".repeat(contenders.len()));
         out.push('\n');
-        let tonic = Contender::ALL.iter().position(|c| *c == Contender::TonicTcp).unwrap();
-        let raw = Contender::ALL.iter().position(|c| *c == Contender::RawIroh).unwrap();
         for row in &self.rows {
             let _ = write!(out, "| {} | {} |", row.name, row.unit);
             for c in contenders {
-                let idx = Contender::ALL.iter().position(|x| x == c).unwrap();
-                let Some(v) = row.values.get(&idx) else {
+                let Some(v) = row.values.get(c) else {
                     out.push_str(" – |");
                     continue;
                 };
@@ -80,8 +72,8 @@ impl Results {
                     out,
                     " {} <sub>{} tonic, {} raw</sub> |",
                     human(*v),
-                    fmt(ratio(row.values.get(&tonic))),
-                    fmt(ratio(row.values.get(&raw)))
+                    fmt(ratio(row.values.get(&Contender::TonicTcp))),
+                    fmt(ratio(row.values.get(&Contender::RawIroh)))
                 );
             }
             out.push('\n');

@@ -13,14 +13,16 @@ pub const RAW_ALPN: &[u8] = b"duet-bench/raw/1";
 /// ALPN of the HTTP/2-over-Iroh bridge.
 pub const BRIDGE_ALPN: &[u8] = b"duet-bench/bridge/1";
 
-fn chunks(total: u64, chunk: u32) -> impl Iterator<Item = Blob> {
+/// The lengths of the messages that stream `total` bytes in `chunk`-byte messages (the last may be
+/// shorter).
+pub fn chunk_lengths(total: u64, chunk: u32) -> impl Iterator<Item = usize> {
     let chunk = u64::from(chunk.max(1));
-    let data = Bytes::from(vec![7u8; chunk as usize]);
-    let n = total.div_ceil(chunk);
-    (0..n).map(move |i| {
-        let len = chunk.min(total - i * chunk) as usize;
-        Blob { data: data.slice(..len) }
-    })
+    (0..total.div_ceil(chunk)).map(move |i| chunk.min(total - i * chunk) as usize)
+}
+
+fn chunks(total: u64, chunk: u32) -> impl Iterator<Item = Blob> {
+    let data = Bytes::from(vec![7u8; chunk.max(1) as usize]);
+    chunk_lengths(total, chunk).map(move |len| Blob { data: data.slice(..len) })
 }
 
 /// The handler, on duet's trait (served natively on gRPC and Iroh).
