@@ -90,6 +90,10 @@ impl Compression {
     /// The encoding of an incoming call's messages, from its `grpc-encoding`: `None` for plain,
     /// `UNIMPLEMENTED` (with the encodings accepted) for one this side does not accept.
     pub(crate) fn incoming(&self, metadata: &MetadataMap) -> Result<Option<CompressionEncoding>, Status> {
+        // Most calls carry no metadata: skip parsing the key.
+        if metadata.is_empty() {
+            return Ok(None);
+        }
         let Some(value) = metadata.get(ENCODING) else { return Ok(None) };
         let value = value.to_str().unwrap_or("");
         if value == "identity" {
@@ -115,6 +119,9 @@ impl Compression {
     /// The encoding a server answers with: its own, if the request's `grpc-accept-encoding` lists it.
     pub(crate) fn response_encoding(&self, request: &MetadataMap) -> Option<CompressionEncoding> {
         let ours = self.send?;
+        if request.is_empty() {
+            return None;
+        }
         let accepts = request.get(ACCEPT_ENCODING)?.to_str().ok()?;
         accepts.split(',').any(|e| e.trim() == name(ours)).then_some(ours)
     }

@@ -1,6 +1,7 @@
 //! A circuit breaker: keeps a failing transport out for a cool-down, then lets one probe through.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The breaker's state, as [`crate::Channel::iroh_breaker`] reports it.
@@ -35,17 +36,23 @@ enum State {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     state: Mutex<State>,
+    /// Whether the state is `Closed { failures: 0 }`: the common case, which every call checks and
+    /// every success confirms, read without the lock so concurrent calls do not contend on it.
+    clean: AtomicBool,
     threshold: u32,
     cooldown: Duration,
 }
 
 impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self { state: Mutex::new(State::Closed { failures: 0 }), threshold, cooldown }
+        Self { state: Mutex::new(State::Closed { failures: 0 }), clean: AtomicBool::new(true), threshold, cooldown }
     }
 
     /// Whether a call may use the transport now; after the cool-down, the first caller is the probe.
     pub fn allow(&self) -> bool {
+        if self.clean.load(Ordering::Acquire) {
+            return true;
+        }
         let mut s = self.state.lock().expect("breaker lock");
         let now = Instant::now();
         match *s {
@@ -63,15 +70,20 @@ impl Breaker {
     }
 
     pub fn success(&self) {
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
         let mut s = self.state.lock().expect("breaker lock");
         if !matches!(*s, State::Closed { .. }) {
             tracing::info!("circuit breaker on Iroh closed: a probe call succeeded");
         }
         *s = State::Closed { failures: 0 };
+        self.clean.store(true, Ordering::Release);
     }
 
     pub fn failure(&self) {
         let mut s = self.state.lock().expect("breaker lock");
+        self.clean.store(false, Ordering::Release);
         let open = State::Open { until: Instant::now() + self.cooldown };
         *s = match *s {
             State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },

@@ -10,6 +10,7 @@
 //! - A circuit breaker keeps Iroh out after repeated transport failures, then lets a probe through.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,11 @@ pub(crate) struct Dual {
     pub breaker: Breaker,
     config: TransportConfig,
     adaptive: Mutex<HashMap<&'static str, Adaptive>>,
+    /// Whether any service has an adaptive estimate: until one has, calls skip its lock.
+    any_adaptive: AtomicBool,
     schema_mismatch: Mutex<HashMap<&'static str, Mismatch>>,
+    /// Whether any service is held on gRPC by a schema mismatch: while none is, calls skip its lock.
+    any_mismatch: AtomicBool,
 }
 
 /// A service refused for a schema mismatch: it stays on gRPC until the cool-down ends or the peer
@@ -91,7 +96,9 @@ impl Dual {
             breaker: Breaker::new(m.breaker_failures, std::time::Duration::from_millis(m.breaker_cooldown_ms)),
             config: config.clone(),
             adaptive: Mutex::default(),
+            any_adaptive: AtomicBool::new(false),
             schema_mismatch: Mutex::default(),
+            any_mismatch: AtomicBool::new(false),
         }
     }
 
@@ -125,6 +132,7 @@ impl Dual {
             Plan::First { transport, fallback } => (transport, route.reason, fallback),
             Plan::Adaptive { fallback } => {
                 let mut adaptive = self.adaptive.lock().expect("adaptive lock");
+                self.any_adaptive.store(true, Ordering::Release);
                 let state = adaptive
                     .entry(desc.config_name)
                     .or_insert_with(|| Adaptive::new(self.config.migration.adaptive_probe_every));
@@ -148,6 +156,9 @@ impl Dual {
     /// whose connection has closed or been replaced (the peer restarted, perhaps upgraded), is
     /// forgotten so the next call probes Iroh.
     fn schema_mismatch_holds(&self, service: &str) -> bool {
+        if !self.any_mismatch.load(Ordering::Acquire) {
+            return false;
+        }
         let mut marks = self.schema_mismatch.lock().expect("schema lock");
         let Some(mark) = marks.get(service) else { return false };
         let same_connection = self.iroh.generation() == mark.generation && self.iroh.connected();
@@ -155,16 +166,22 @@ impl Dual {
             return true;
         }
         marks.remove(service);
+        self.any_mismatch.store(!marks.is_empty(), Ordering::Release);
         tracing::info!(service, "probing Iroh again after a schema mismatch");
         false
     }
 
     fn observe(&self, desc: &'static MethodDesc, t: Transport, started: Instant, transport_ok: bool) {
+        if !self.any_adaptive.load(Ordering::Acquire) {
+            return;
+        }
         if let Some(state) = self.adaptive.lock().expect("adaptive lock").get_mut(desc.config_name) {
             state.record(t, started.elapsed(), transport_ok);
         }
     }
 
+    /// A call (or a fallback) over gRPC. Its callers box it: tonic's call future is kilobytes, and a
+    /// Dual call on Iroh, the common case, would otherwise carry room for it.
     async fn on_grpc<T>(
         &self,
         desc: &'static MethodDesc,
@@ -234,7 +251,10 @@ impl Dual {
                     until: Instant::now() + Duration::from_millis(self.config.migration.schema_recheck_ms),
                     generation: self.iroh.generation(),
                 };
-                self.schema_mismatch.lock().expect("schema lock").insert(desc.service, mark);
+                let mut marks = self.schema_mismatch.lock().expect("schema lock");
+                marks.insert(desc.service, mark);
+                self.any_mismatch.store(true, Ordering::Release);
+                drop(marks);
                 tracing::warn!(
                     service = desc.service,
                     recheck_ms = self.config.migration.schema_recheck_ms,
@@ -277,7 +297,7 @@ impl Dual {
         IF: Future<Output = Result<T, Failure>>,
     {
         let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
+            Choice::Grpc(reason) => return Box::pin(self.on_grpc(desc, reason, grpc(req))).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
         let retry = fallback.then(|| copy(&req));
@@ -296,7 +316,7 @@ impl Dual {
         match (self.attempt_iroh(desc, reason, fallback, desc.idempotent, call).await, retry) {
             (Attempt::FallBack(why), Some(retry)) => {
                 self.fall_back(desc, why);
-                self.on_grpc(desc, why, grpc(retry)).await
+                Box::pin(self.on_grpc(desc, why, grpc(retry))).await
             }
             (Attempt::Done(result), _) => result,
             (Attempt::FallBack(_), None) => unreachable!("fallback is only asked for when allowed"),
@@ -320,7 +340,7 @@ impl Dual {
         IF: Future<Output = Result<T, Failure>>,
     {
         let (reason, fallback) = match self.choose(desc) {
-            Choice::Grpc(reason) => return self.on_grpc(desc, reason, grpc(req)).await,
+            Choice::Grpc(reason) => return Box::pin(self.on_grpc(desc, reason, grpc(req))).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
         metrics::selected(desc.config_name, Transport::Iroh, reason);
@@ -332,7 +352,7 @@ impl Dual {
                 return match self.judge(desc, started, Err::<(), _>(failure), fallback, false, false) {
                     Attempt::FallBack(why) => {
                         self.fall_back(desc, why);
-                        self.on_grpc(desc, why, grpc(req)).await
+                        Box::pin(self.on_grpc(desc, why, grpc(req))).await
                     }
                     Attempt::Done(result) => Err(result.expect_err("judged a failure")),
                 };

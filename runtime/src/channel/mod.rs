@@ -64,14 +64,21 @@ macro_rules! route {
     ($route:ident, $req:ident, $desc:ident, $opts:ident, $shape:ident) => {{
         let deadline = Deadline::of($req.metadata(), $opts.timeout);
         match $route {
+            // Boxed: tonic's call future is kilobytes, and every Iroh call would carry room for it.
             Route::Grpc(ch) => {
-                measured($desc, Transport::Grpc, "channel", crate::grpc::$shape(ch, $req, $desc, $opts, deadline)).await
+                Box::pin(measured(
+                    $desc,
+                    Transport::Grpc,
+                    "channel",
+                    crate::grpc::$shape(ch, $req, $desc, $opts, deadline),
+                ))
+                .await
             }
             Route::Iroh(slot) => {
                 on_iroh(slot, $desc, deadline, |s| crate::iroh::$shape(s, $req, $desc, $opts, deadline)).await
             }
-            // Boxed: a Dual call holds both transports' futures, and would make every call's future as large.
-            Route::Dual(d) => Box::pin(d.$shape($req, $desc, $opts, deadline)).await,
+            // Not boxed: a Dual call boxes its gRPC part, so it is about as large as an Iroh call.
+            Route::Dual(d) => d.$shape($req, $desc, $opts, deadline).await,
         }
     }};
 }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tonic::metadata::MetadataMap;
 use tower::{Layer, Service, ServiceExt};
@@ -38,6 +38,17 @@ fn is_size_limit(code: tonic::Code, message: &str) -> bool {
     code == tonic::Code::OutOfRange && SIZE_LIMIT_MESSAGES.iter().any(|p| message.starts_with(p))
 }
 
+/// The status headers, as names: looked up by `&str`, a name is parsed on every call.
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// The code in a header map's `grpc-status`, if it has one; unlike `Status::from_header_map` it
+/// copies nothing.
+fn status_code(headers: &HeaderMap) -> Option<tonic::Code> {
+    let code = headers.get(&GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(tonic::Code::from_i32(code))
+}
+
 /// Bytes percent-encoded in `grpc-message` (the gRPC spec: anything outside printable ASCII, and `%`);
 /// `utf8_percent_encode` encodes every non-ASCII byte too.
 const GRPC_MESSAGE_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
@@ -46,21 +57,20 @@ const GRPC_MESSAGE_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONT
 /// are `RESOURCE_EXHAUSTED`, and a message longer than [`MAX_STATUS_MESSAGE_BYTES`] is cut as on
 /// Iroh (whole, it could overflow the client's header limit and fail the call `INTERNAL`).
 pub(crate) fn fix_status_headers(headers: &mut HeaderMap) {
-    let Some(encoded) = headers.get("grpc-message") else { return };
+    let Some(encoded) = headers.get(&GRPC_MESSAGE) else { return };
     // Each byte of a message takes one to three on the wire: a short header needs no decoding.
     let long = encoded.len() > MAX_STATUS_MESSAGE_BYTES;
-    let code = headers.get("grpc-status").and_then(|s| s.to_str().ok()?.parse::<i32>().ok());
-    let size_limit = code.is_some_and(|c| tonic::Code::from_i32(c) == tonic::Code::OutOfRange);
+    let size_limit = status_code(headers) == Some(tonic::Code::OutOfRange);
     if !long && !size_limit {
         return;
     }
     let message = percent_encoding::percent_decode(encoded.as_bytes()).decode_utf8_lossy().into_owned();
     if size_limit && is_size_limit(tonic::Code::OutOfRange, &message) {
-        headers.insert("grpc-status", HeaderValue::from(tonic::Code::ResourceExhausted as i32));
+        headers.insert(&GRPC_STATUS, HeaderValue::from(tonic::Code::ResourceExhausted as i32));
     }
     if let Cow::Owned(cut) = fit_status_message(&message) {
         let value = percent_encoding::utf8_percent_encode(&cut, GRPC_MESSAGE_ENCODE).to_string();
-        headers.insert("grpc-message", HeaderValue::try_from(value).expect("percent-encoded text is a valid header"));
+        headers.insert(&GRPC_MESSAGE, HeaderValue::try_from(value).expect("percent-encoded text is a valid header"));
     }
 }
 
@@ -182,8 +192,8 @@ where
                         let (mut parts, body) = resp.into_parts();
                         fix_status_headers(&mut parts.headers);
                         // A trailers-only response is the handler's error: layers see it as one.
-                        if let Some(status) = Status::from_header_map(&parts.headers)
-                            && status.code() != tonic::Code::Ok
+                        if status_code(&parts.headers).is_some_and(|c| c != tonic::Code::Ok)
+                            && let Some(status) = Status::from_header_map(&parts.headers)
                         {
                             return Err(status);
                         }
@@ -221,9 +231,9 @@ fn finish(mut resp: http::Response<tonic::body::Body>, served: Served) -> http::
     // A trailers-only response carries its status in the headers.
     fix_status_headers(resp.headers_mut());
     let extra = resp.extensions_mut().remove::<Trailers>().map(|t| t.0.into_headers());
-    let served = match Status::from_header_map(resp.headers()) {
-        Some(status) => {
-            served.finish(status.code());
+    let served = match status_code(resp.headers()) {
+        Some(code) => {
+            served.finish(code);
             None
         }
         None => Some(served),
@@ -253,7 +263,7 @@ impl HttpBody for TrailerBody {
                 Ok(mut trailers) => {
                     fix_status_headers(&mut trailers);
                     if let Some(served) = self.served.take() {
-                        let code = Status::from_header_map(&trailers).map_or(tonic::Code::Unknown, |s| s.code());
+                        let code = status_code(&trailers).unwrap_or(tonic::Code::Unknown);
                         served.finish(code);
                     }
                     if let Some(extra) = self.extra.take() {

@@ -83,7 +83,9 @@ async fn start(
 /// The request header, with what is left of the deadline as the request leaves; the deadline travels
 /// once, as `timeout_micros`, not also as `grpc-timeout` metadata (the server puts that back).
 fn request_header(desc: &MethodDesc, mut md: MetadataMap, deadline: Deadline) -> RequestHeader {
-    md.remove(GRPC_TIMEOUT);
+    if !md.is_empty() {
+        md.remove(GRPC_TIMEOUT);
+    }
     let timeout = deadline.remaining();
     RequestHeader {
         path: desc.path.to_owned(),

@@ -296,6 +296,12 @@ impl PeerSlot {
         if let Some(live) = self.live() {
             return Ok(live.call());
         }
+        // Boxed: dialing's future is kilobytes, and every call's future would hold room for it.
+        Box::pin(self.connect_slowly(wait)).await
+    }
+
+    /// [`Self::connection`] when no live connection is there: dial, wait for a dial, or refuse.
+    async fn connect_slowly(&self, wait: bool) -> Result<CallConn, Status> {
         self.check_backoff()?;
         if !wait && self.known_unreachable() {
             self.dial_in_background();

@@ -164,7 +164,9 @@ impl Registry {
         };
         // The deadline travels once, as `timeout_micros`; handlers and middleware read it as on gRPC,
         // and a `grpc-timeout` the client sent as metadata (an older duet) is not one the server keeps.
-        metadata.remove(crate::deadline::GRPC_TIMEOUT);
+        if !metadata.is_empty() {
+            metadata.remove(crate::deadline::GRPC_TIMEOUT);
+        }
         if let Some(t) = timeout
             && let Ok(value) = crate::deadline::to_grpc_timeout(t).parse()
         {
