@@ -192,6 +192,29 @@ impl Samples {
         row.3.entry(c).or_default().push(v);
     }
 
+    /// Every round's value of every cell, in the order measured: the spread behind each median.
+    fn rounds_markdown(&self, contenders: &[Contender]) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("| workload | unit |");
+        for c in contenders {
+            let _ = write!(out, " {} |", c.label());
+        }
+        out.push_str("\n|---|---|");
+        out.push_str(&"---:|".repeat(contenders.len()));
+        out.push('\n');
+        for (name, unit, _, values) in &self.rows {
+            let _ = write!(out, "| {name} | {unit} |");
+            for c in contenders {
+                let cell = values
+                    .get(c)
+                    .map_or("–".to_string(), |v| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", "));
+                let _ = write!(out, " {cell} |");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     fn medians(self) -> Results {
         let mut results = Results::default();
         for (name, unit, higher, values) in self.rows {
@@ -267,7 +290,7 @@ async fn measure_all(
     contenders: &[Contender],
     groups: &[Group],
     plan: &Plan,
-) -> Result<Results, Box<dyn std::error::Error>> {
+) -> Result<(Results, String), Box<dyn std::error::Error>> {
     let all = [Group::Setup, Group::Unary, Group::Streaming, Group::Raft];
     let groups = if groups.is_empty() { &all[..] } else { groups };
     let mut lives = vec![];
@@ -306,7 +329,8 @@ async fn measure_all(
     for live in lives {
         live.stop().await;
     }
-    Ok(samples.medians())
+    let rounds = samples.rounds_markdown(contenders);
+    Ok((samples.medians(), rounds))
 }
 
 /// Per-call CPU cost of each contender, client and server side, interleaved round by round as the
@@ -417,12 +441,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let contenders = if cli.contenders.is_empty() { Contender::ALL.to_vec() } else { cli.contenders.clone() };
-    let results = measure_all(&contenders, &cli.workloads, &plan).await?;
+    let (results, rounds) = measure_all(&contenders, &cli.workloads, &plan).await?;
     let table = results.markdown(&contenders);
     println!("{table}");
     std::fs::create_dir_all(&cli.out)?;
     std::fs::write(cli.out.join("results.md"), &table)?;
+    std::fs::write(cli.out.join("rounds.md"), &rounds)?;
     results.svg(&contenders, &cli.out.join("results.svg"))?;
-    eprintln!("wrote {} and {}", cli.out.join("results.md").display(), cli.out.join("results.svg").display());
+    eprintln!(
+        "wrote {}, {} (every round's value) and {}",
+        cli.out.join("results.md").display(),
+        cli.out.join("rounds.md").display(),
+        cli.out.join("results.svg").display()
+    );
     Ok(())
 }

@@ -1,7 +1,10 @@
 //! Deadlines: gRPC's relative `grpc-timeout`, carried as microseconds on the Iroh wire.
 
+use std::future::Future;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tonic::metadata::MetadataMap;
 
 use tonic::Status;
@@ -84,14 +87,16 @@ impl Deadline {
 
     /// Runs `fut` until the deadline; past it, the call's answer is `DEADLINE_EXCEEDED`, made by
     /// `expired`.
-    pub async fn bound<T, E>(
-        self,
-        fut: impl Future<Output = Result<T, E>>,
-        expired: impl FnOnce(Status) -> E,
-    ) -> Result<T, E> {
+    pub fn bound<T, E, F>(self, fut: F, expired: impl FnOnce(Status) -> E) -> impl Future<Output = Result<T, E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        // Not an async fn: one that took `fut` and awaited it would hold two copies of its state.
         match self.0 {
-            Some(at) => tokio::time::timeout_at(at, fut).await.unwrap_or_else(|_| Err(expired(exceeded()))),
-            None => fut.await,
+            Some(at) => {
+                Either::Left(tokio::time::timeout_at(at, fut).map(|r| r.unwrap_or_else(|_| Err(expired(exceeded())))))
+            }
+            None => Either::Right(fut),
         }
     }
 }

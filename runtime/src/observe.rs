@@ -42,13 +42,14 @@ pub(crate) fn measured<T>(
     reason: &'static str,
     call: impl Future<Output = Result<T, Status>>,
 ) -> impl Future<Output = Result<T, Status>> {
-    let call = traced(attempt_span(desc, transport, reason), call);
-    async move {
-        let started = Instant::now();
-        let result = call.await;
+    use futures_util::FutureExt;
+    // A combinator, not an async block: one that awaited `call` would hold two copies of its state.
+    // Callers await the attempt where they make it, so its clock starts here.
+    let started = Instant::now();
+    traced(attempt_span(desc, transport, reason), call).map(move |result| {
         attempt_finished(desc, transport, result.as_ref().map_or_else(Status::code, |_| Code::Ok), started);
         result
-    }
+    })
 }
 
 /// A served call being observed: recorded once, with the code it ended with, when

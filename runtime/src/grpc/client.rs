@@ -104,17 +104,24 @@ fn tag<T>(mut resp: Response<T>) -> Response<T> {
 }
 
 /// Enforces the deadline on the client as well, so a silent server cannot hold the caller past it.
-async fn within<T>(deadline: Deadline, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    deadline.bound(fut, |s| s).await.map_err(|status| {
-        let status = client_status(status);
-        // The server's own timer may fire first: tonic answers CANCELLED ("Timeout expired") or
-        // resets the stream. Past its deadline the call is DEADLINE_EXCEEDED, as gRPC says.
-        let past = deadline.remaining().is_some_and(|left| left.is_zero());
-        if past && matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unavailable) {
-            crate::deadline::exceeded()
-        } else {
-            status
-        }
+fn within<T>(
+    deadline: Deadline,
+    fut: impl Future<Output = Result<T, Status>>,
+) -> impl Future<Output = Result<T, Status>> {
+    use futures_util::FutureExt;
+    // Not an async fn: one that took `fut` and awaited it would hold two copies of its state.
+    deadline.bound(fut, |s| s).map(move |result| {
+        result.map_err(|status| {
+            let status = client_status(status);
+            // The server's own timer may fire first: tonic answers CANCELLED ("Timeout expired") or
+            // resets the stream. Past its deadline the call is DEADLINE_EXCEEDED, as gRPC says.
+            let past = deadline.remaining().is_some_and(|left| left.is_zero());
+            if past && matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unavailable) {
+                crate::deadline::exceeded()
+            } else {
+                status
+            }
+        })
     })
 }
 

@@ -239,11 +239,16 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Resp>, Failure> {
     let (md, _, msg) = req.into_parts();
-    let call = async {
-        let (_send, frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
-        read_single(frames, desc.codec, &opts.compression).await
-    };
-    deadline.bound(call, Failure::Answered).await
+    // Built in place: a future held in a local and then moved is stored twice.
+    deadline
+        .bound(
+            async {
+                let (_send, frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
+                read_single(frames, desc.codec, &opts.compression).await
+            },
+            Failure::Answered,
+        )
+        .await
 }
 
 pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
