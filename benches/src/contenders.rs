@@ -182,6 +182,9 @@ pub enum Client {
     Tonic(TonicClient<tonic::transport::Channel>),
     /// duet's generated client.
     Duet(crate::pb::BenchClient),
+    /// duet's generated client on a Dual channel: its unary calls must have gone over Iroh, or the
+    /// column would mix in gRPC's figures unseen.
+    Dual(crate::pb::BenchClient),
     /// A QUIC connection for the raw echo.
     Raw(Connection),
     /// irpc's client.
@@ -223,7 +226,7 @@ pub async fn connect(c: Contender, addr: &str, ep: &Endpoint) -> Client {
             let mut config = duet::TransportConfig::default();
             config.migration.prefer_iroh_for = vec!["bench".into()];
             let channel = duet::Channel::dual(grpc, &Connector::new(ep.clone()), iroh_addr(addr), &config);
-            Client::Duet(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
+            Client::Dual(crate::pb::BenchClient::new(channel).max_decoding_message_size(64 << 20))
         }
         Contender::Irpc => Client::Irpc(crate::irpc_bench::Client::new(
             ep.connect(iroh_addr(addr), crate::irpc_bench::ALPN).await.expect("irpc connect"),
@@ -262,6 +265,14 @@ impl Client {
             Client::Duet(c) => {
                 c.clone().unary(Blob { data: payload }).await.map_err(|e| e.to_string())?.into_inner().data.len()
             }
+            Client::Dual(c) => {
+                let resp = c.clone().unary(Blob { data: payload }).await.map_err(|e| e.to_string())?;
+                let via = resp.extensions().get::<duet::Transport>().copied();
+                if via != Some(duet::Transport::Iroh) {
+                    return Err(format!("a Dual call went over {via:?}, not Iroh: it fell back"));
+                }
+                resp.into_inner().data.len()
+            }
             Client::Raw(conn) => {
                 let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
                 send.write_all(&[0]).await.map_err(|e| e.to_string())?;
@@ -286,7 +297,7 @@ impl Client {
                 }
                 Ok(n)
             }
-            Client::Duet(c) => {
+            Client::Duet(c) | Client::Dual(c) => {
                 let mut s = c.clone().download(size).await.map_err(|e| e.to_string())?.into_inner();
                 let mut n = 0;
                 while let Some(b) = s.next().await {
@@ -319,7 +330,9 @@ impl Client {
         };
         match self {
             Client::Tonic(c) => Ok(c.clone().upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total),
-            Client::Duet(c) => Ok(c.clone().upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total),
+            Client::Duet(c) | Client::Dual(c) => {
+                Ok(c.clone().upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total)
+            }
             Client::Raw(conn) => {
                 let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
                 send.write_all(&[2]).await.map_err(|e| e.to_string())?;

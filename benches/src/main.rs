@@ -171,7 +171,7 @@ enum Step {
     Raft,
 }
 
-/// One row's samples: name, unit, whether more is better, and the values per contender index.
+/// One row's samples: name, unit, whether more is better, and the values per contender.
 type SampleRow = (String, &'static str, bool, std::collections::BTreeMap<Contender, Vec<f64>>);
 
 /// Samples per row and contender, across rounds; the table gets each one's median.
@@ -195,13 +195,7 @@ impl Samples {
     /// Every round's value of every cell, in the order measured: the spread behind each median.
     fn rounds_markdown(&self, contenders: &[Contender]) -> String {
         use std::fmt::Write as _;
-        let mut out = String::from("| workload | unit |");
-        for c in contenders {
-            let _ = write!(out, " {} |", c.label());
-        }
-        out.push_str("\n|---|---|");
-        out.push_str(&"---:|".repeat(contenders.len()));
-        out.push('\n');
+        let mut out = duet_bench::report::table_head(contenders);
         for (name, unit, _, values) in &self.rows {
             let _ = write!(out, "| {name} | {unit} |");
             for c in contenders {

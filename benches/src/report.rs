@@ -48,13 +48,7 @@ impl Results {
     /// ceiling (for rates, contender ÷ reference; for times and sizes, reference ÷ contender, so > 1
     /// always means better than the reference).
     pub fn markdown(&self, contenders: &[Contender]) -> String {
-        let mut out = String::from("| workload | unit |");
-        for c in contenders {
-            let _ = write!(out, " {} |", c.label());
-        }
-        out.push_str("\n|---|---|");
-        out.push_str(&"---:|".repeat(contenders.len()));
-        out.push('\n');
+        let mut out = table_head(contenders);
         for row in &self.rows {
             let _ = write!(out, "| {} | {} |", row.name, row.unit);
             for c in contenders {
@@ -120,6 +114,18 @@ impl Results {
         root.present()?;
         Ok(())
     }
+}
+
+/// The head of a table with one column per contender: its title row and alignment row.
+pub fn table_head(contenders: &[Contender]) -> String {
+    let mut out = String::from("| workload | unit |");
+    for c in contenders {
+        let _ = write!(out, " {} |", c.label());
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---:|".repeat(contenders.len()));
+    out.push('\n');
+    out
 }
 
 fn human(v: f64) -> String {

@@ -42,11 +42,10 @@ fn is_size_limit(code: tonic::Code, message: &str) -> bool {
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-/// The code in a header map's `grpc-status`, if it has one; unlike `Status::from_header_map` it
-/// copies nothing.
+/// The code in a header map's `grpc-status`, if it has one (`UNKNOWN` if it cannot be read, as
+/// tonic reads it); unlike `Status::from_header_map` it copies nothing.
 fn status_code(headers: &HeaderMap) -> Option<tonic::Code> {
-    let code = headers.get(&GRPC_STATUS)?.to_str().ok()?.parse::<i32>().ok()?;
-    Some(tonic::Code::from_i32(code))
+    headers.get(&GRPC_STATUS).map(|v| tonic::Code::from_bytes(v.as_bytes()))
 }
 
 /// Bytes percent-encoded in `grpc-message` (the gRPC spec: anything outside printable ASCII, and `%`);

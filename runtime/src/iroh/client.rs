@@ -259,12 +259,17 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Failure> {
     let (md, _, msg) = req.into_parts();
-    let call = async {
-        let (_send, mut frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
-        let head = read_head(&mut frames, &opts.compression).await?;
-        streaming_response(head, frames, desc.codec, deadline.instant(), None)
-    };
-    deadline.bound(call, Failure::Answered).await
+    // Built in place: a future held in a local and then moved is stored twice.
+    deadline
+        .bound(
+            async {
+                let (_send, mut frames) = send_whole_request(stream, desc, md, deadline, opts, &msg).await?;
+                let head = read_head(&mut frames, &opts.compression).await?;
+                streaming_response(head, frames, desc.codec, deadline.instant(), None)
+            },
+            Failure::Answered,
+        )
+        .await
 }
 
 pub(crate) async fn client_streaming<S, Req, Resp>(
@@ -280,29 +285,35 @@ where
     Resp: Message,
 {
     let (md, _, requests) = req.into_parts();
-    let call = async {
-        let (send, frames) = start(stream, desc, md, deadline, opts).await?;
-        let writer = pump(send, requests, desc.codec, opts.compression.sends(), opts.limits.max_encoding_message_size);
-        let reader = read_single(frames, desc.codec, &opts.compression);
-        tokio::pin!(writer, reader);
-        let mut writing = true;
-        loop {
-            tokio::select! {
-                response = &mut reader => return response,
-                written = &mut writer, if writing => {
-                    writing = false;
-                    // A refused encode is the caller's error; a failed write means the server ended the
-                    // call, and its trailer says why.
-                    if let Err(status) = written
-                        && status.code() == tonic::Code::ResourceExhausted
-                    {
-                        return Err(Failure::Answered(status));
+    // Built in place: a future held in a local and then moved is stored twice.
+    deadline
+        .bound(
+            async {
+                let (send, frames) = start(stream, desc, md, deadline, opts).await?;
+                let writer =
+                    pump(send, requests, desc.codec, opts.compression.sends(), opts.limits.max_encoding_message_size);
+                let reader = read_single(frames, desc.codec, &opts.compression);
+                tokio::pin!(writer, reader);
+                let mut writing = true;
+                loop {
+                    tokio::select! {
+                        response = &mut reader => return response,
+                        written = &mut writer, if writing => {
+                            writing = false;
+                            // A refused encode is the caller's error; a failed write means the server ended the
+                            // call, and its trailer says why.
+                            if let Err(status) = written
+                                && status.code() == tonic::Code::ResourceExhausted
+                            {
+                                return Err(Failure::Answered(status));
+                            }
+                        }
                     }
                 }
-            }
-        }
-    };
-    deadline.bound(call, Failure::Answered).await
+            },
+            Failure::Answered,
+        )
+        .await
 }
 
 pub(crate) async fn bidi<S, Req, Resp>(
@@ -320,16 +331,21 @@ where
     let (md, _, requests) = req.into_parts();
     let limit = opts.limits.max_encoding_message_size;
     let compression = opts.compression.sends();
-    let call = async {
-        let (send, mut frames) = start(stream, desc, md, deadline, opts).await?;
-        let task = tokio::spawn(async move {
-            if let Err(status) = pump(send, requests, desc.codec, compression, limit).await {
-                tracing::debug!(%status, "request stream ended early");
-            }
-        });
-        let writer = AbortOnDrop(task.abort_handle());
-        let head = read_head(&mut frames, &opts.compression).await?;
-        streaming_response(head, frames, desc.codec, deadline.instant(), Some(writer))
-    };
-    deadline.bound(call, Failure::Answered).await
+    // Built in place: a future held in a local and then moved is stored twice.
+    deadline
+        .bound(
+            async {
+                let (send, mut frames) = start(stream, desc, md, deadline, opts).await?;
+                let task = tokio::spawn(async move {
+                    if let Err(status) = pump(send, requests, desc.codec, compression, limit).await {
+                        tracing::debug!(%status, "request stream ended early");
+                    }
+                });
+                let writer = AbortOnDrop(task.abort_handle());
+                let head = read_head(&mut frames, &opts.compression).await?;
+                streaming_response(head, frames, desc.codec, deadline.instant(), Some(writer))
+            },
+            Failure::Answered,
+        )
+        .await
 }
