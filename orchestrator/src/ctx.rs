@@ -48,6 +48,9 @@ pub struct Ctx {
     pub liveness: Arc<crate::liveness::Liveness>,
 }
 
+/// A write found no leader to go to: nothing was proposed.
+struct NoLeader;
+
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx").field("id", &self.id).field("name", &self.name).finish_non_exhaustive()
@@ -91,27 +94,68 @@ impl Ctx {
 
     /// [`Ctx::propose`], with the log index the command was committed at.
     pub async fn propose_at(&self, command: Command, forwarded: bool) -> Result<(u64, Outcome), Status> {
+        match self.propose_once(command.clone(), forwarded).await {
+            // An election under way (a leader just restarted, or stepped down for a higher term):
+            // nothing was written, so the write waits for its outcome, once, instead of failing a
+            // client whose cluster has a leader again within an election timeout or two.
+            Err(NoLeader) => {
+                self.raft
+                    .wait(Some(self.rpc_timeout))
+                    .metrics(|m| m.current_leader.is_some(), "a leader to be elected")
+                    .await
+                    .map_err(|_| Status::unavailable("no leader elected yet; retry shortly"))?;
+                self.propose_once(command, forwarded)
+                    .await
+                    .map_err(|NoLeader| Status::unavailable("no leader elected yet; retry shortly"))?
+            }
+            Ok(result) => result,
+        }
+    }
+
+    /// One attempt of [`Ctx::propose_at`]; `Err(NoLeader)` when this node knows of no leader, so
+    /// nothing was proposed.
+    async fn propose_once(
+        &self,
+        command: Command,
+        forwarded: bool,
+    ) -> Result<Result<(u64, Outcome), Status>, NoLeader> {
         // The leader hears every member, so it places VMs and judges starts; a follower forwards
         // the command as the client gave it.
-        let command = if self.is_leader() { crate::placement::at_leader(self, command)? } else { command };
-        match self.raft.client_write(command.clone()).await {
+        let command = if self.is_leader() {
+            match crate::placement::at_leader(self, command) {
+                Ok(command) => command,
+                Err(status) => return Ok(Err(status)),
+            }
+        } else {
+            command
+        };
+        Ok(match self.raft.client_write(command.clone()).await {
             Ok(reply) => Ok((reply.log_id.index, reply.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
                 let (Some(leader), Some(member)) = (to.leader_id, to.leader_node) else {
-                    return Err(Status::unavailable("no leader elected yet; retry shortly"));
+                    return Err(NoLeader);
                 };
                 if forwarded {
-                    return Err(Status::unavailable(format!(
+                    return Ok(Err(Status::unavailable(format!(
                         "node {} is not the leader (node {leader} is); retry",
                         self.id
-                    )));
+                    ))));
                 }
-                let (index, outcome) = self.forward(leader, &member, &command).await?;
-                self.applied(index, "a forwarded write").await?;
-                Ok((index, outcome))
+                self.forward_and_apply(leader, &member, &command).await
             }
             Err(e) => Err(Status::unavailable(format!("raft write failed: {e}"))),
-        }
+        })
+    }
+
+    async fn forward_and_apply(
+        &self,
+        leader: NodeId,
+        member: &Member,
+        command: &Command,
+    ) -> Result<(u64, Outcome), Status> {
+        let (index, outcome) = self.forward(leader, member, command).await?;
+        self.applied(index, "a forwarded write").await?;
+        Ok((index, outcome))
     }
 
     /// Waits until this node has applied everything the leader had applied when asked (a read
