@@ -22,17 +22,31 @@
 //! summary is the exporter's choice. `metrics-exporter-prometheus` writes a summary unless buckets
 //! are set: use [`DURATION_BUCKETS`] (the orchestrator does) so durations aggregate across nodes.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
-use metrics::SharedString;
+use metrics::{Key, Label, Level, Metadata};
+use rustc_hash::FxHashMap;
 
 use crate::call::Transport;
+use crate::method::MethodDesc;
 use tonic::Code;
 
 /// Histogram buckets, in seconds, for duet's duration metrics: 100 µs to 30 s, about three per
 /// decade, covering loopback calls and calls that wait out a deadline.
 pub const DURATION_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
+
+const RPC_DURATION: &str = "duet_rpc_duration_seconds";
+const SERVER_DURATION: &str = "duet_server_rpc_duration_seconds";
+const IN_FLIGHT: &str = "duet_server_calls_in_flight";
+const SELECTED: &str = "duet_transport_selected_total";
+
+/// The service and method label of server calls to plain tonic services and unknown paths.
+const OTHER: &str = "other";
+
+/// What the facade's macros would pass to the recorder with each registration.
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 fn t(t: Transport) -> &'static str {
     match t {
@@ -41,29 +55,122 @@ fn t(t: Transport) -> &'static str {
     }
 }
 
-pub(crate) fn rpc(service: &'static str, method: &'static str, transport: Transport, code: Code, elapsed: Duration) {
-    let code = code_name(code);
-    metrics::histogram!("duet_rpc_duration_seconds", "service" => service, "method" => method, "transport" => t(transport), "code" => code)
-        .record(elapsed.as_secs_f64());
-}
-
-pub(crate) fn server_started(service: &SharedString, transport: Transport) {
-    metrics::gauge!("duet_server_calls_in_flight", "service" => service.clone(), "transport" => t(transport))
-        .increment(1.0);
-}
-
-pub(crate) fn server_finished(
-    service: &SharedString,
-    method: &SharedString,
+/// One series of the per-call metrics, as plain words so that finding its key hashes a few
+/// integers: which metric, which method (its description's address; 0 for `other`), transport,
+/// code (or none) and reason (the address of the static text, or 0).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Series {
+    metric: Metric,
+    desc: usize,
     transport: Transport,
-    code: Code,
-    elapsed: Duration,
-) {
-    let transport = t(transport);
-    metrics::gauge!("duet_server_calls_in_flight", "service" => service.clone(), "transport" => transport)
-        .decrement(1.0);
-    metrics::histogram!("duet_server_rpc_duration_seconds", "service" => service.clone(), "method" => method.clone(), "transport" => transport, "code" => code_name(code))
-        .record(elapsed.as_secs_f64());
+    code: Option<Code>,
+    reason: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Metric {
+    Rpc,
+    Served,
+    InFlight,
+    Selected,
+}
+
+impl Series {
+    fn new(metric: Metric, desc: Option<&'static MethodDesc>, transport: Transport, code: Option<Code>) -> Self {
+        Self { metric, desc: desc.map_or(0, |d| std::ptr::from_ref(d) as usize), transport, code, reason: 0 }
+    }
+}
+
+thread_local! {
+    /// The keys of the per-call series, built once per thread. The facade's macros build a key (a
+    /// label vector and its hash) at every use, even with no recorder installed; a key does not
+    /// depend on the recorder, so one installed later gets these as it would the macros'. The
+    /// series are bounded: methods × transports × codes.
+    static KEYS: RefCell<FxHashMap<Series, Key>> = RefCell::new(FxHashMap::default());
+}
+
+/// Runs `with` on the key of `series`, built by `build` the first time this thread needs it.
+fn with_key<R>(series: Series, build: impl FnOnce() -> Key, with: impl FnOnce(&Key) -> R) -> R {
+    let mut parts = Some((build, with));
+    let cached = KEYS.try_with(|keys| {
+        // Busy only if a recorder recorded a duet call from inside its own registration.
+        let mut keys = keys.try_borrow_mut().ok()?;
+        let (build, with) = parts.take()?;
+        // Looked up before `entry`, which would make room for one more key on every call.
+        if let Some(key) = keys.get(&series) {
+            return Some(with(key));
+        }
+        Some(with(keys.entry(series).or_insert_with(build)))
+    });
+    if let Ok(Some(r)) = cached {
+        return r;
+    }
+    // The cache is busy, or torn down with its thread (a call dropped in the thread's last moments).
+    let (build, with) = parts.take().expect("unused when the cache was unavailable");
+    with(&build())
+}
+
+fn labels(desc: Option<&'static MethodDesc>) -> (&'static str, &'static str) {
+    desc.map_or((OTHER, OTHER), |d| (d.config_name, d.method))
+}
+
+pub(crate) fn rpc(desc: &'static MethodDesc, transport: Transport, code: Code, elapsed: Duration) {
+    let series = Series::new(Metric::Rpc, Some(desc), transport, Some(code));
+    let build = || {
+        Key::from_parts(
+            RPC_DURATION,
+            vec![
+                Label::from_static_parts("service", desc.config_name),
+                Label::from_static_parts("method", desc.method),
+                Label::from_static_parts("transport", t(transport)),
+                Label::from_static_parts("code", code_name(code)),
+            ],
+        )
+    };
+    with_key(series, build, |key| {
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(elapsed.as_secs_f64());
+    });
+}
+
+fn in_flight(desc: Option<&'static MethodDesc>, transport: Transport, started: bool) {
+    let series = Series::new(Metric::InFlight, desc, transport, None);
+    let build = || {
+        let (service, _) = labels(desc);
+        Key::from_parts(
+            IN_FLIGHT,
+            vec![Label::from_static_parts("service", service), Label::from_static_parts("transport", t(transport))],
+        )
+    };
+    with_key(series, build, |key| {
+        let gauge = metrics::with_recorder(|r| r.register_gauge(key, &METADATA));
+        if started { gauge.increment(1.0) } else { gauge.decrement(1.0) }
+    });
+}
+
+/// A served call of `desc` (`None`: a plain tonic service or an unknown path) started.
+pub(crate) fn server_started(desc: Option<&'static MethodDesc>, transport: Transport) {
+    in_flight(desc, transport, true);
+}
+
+/// A served call of `desc` ended with `code` after `elapsed`.
+pub(crate) fn server_finished(desc: Option<&'static MethodDesc>, transport: Transport, code: Code, elapsed: Duration) {
+    in_flight(desc, transport, false);
+    let series = Series::new(Metric::Served, desc, transport, Some(code));
+    let build = || {
+        let (service, method) = labels(desc);
+        Key::from_parts(
+            SERVER_DURATION,
+            vec![
+                Label::from_static_parts("service", service),
+                Label::from_static_parts("method", method),
+                Label::from_static_parts("transport", t(transport)),
+                Label::from_static_parts("code", code_name(code)),
+            ],
+        )
+    };
+    with_key(series, build, |key| {
+        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(elapsed.as_secs_f64());
+    });
 }
 
 /// The code's name as `Debug` prints it (`Ok`, `Unavailable`, …), without formatting a string per call.
@@ -89,9 +196,21 @@ fn code_name(code: Code) -> &'static str {
     }
 }
 
-pub(crate) fn selected(service: &'static str, transport: Transport, reason: &'static str) {
-    metrics::counter!("duet_transport_selected_total", "service" => service, "transport" => t(transport), "reason" => reason)
-        .increment(1);
+/// A Dual call of `desc` chose `transport` for `reason`.
+pub(crate) fn selected(desc: &'static MethodDesc, transport: Transport, reason: &'static str) {
+    let series =
+        Series { reason: reason.as_ptr() as usize, ..Series::new(Metric::Selected, Some(desc), transport, None) };
+    let build = || {
+        Key::from_parts(
+            SELECTED,
+            vec![
+                Label::from_static_parts("service", desc.config_name),
+                Label::from_static_parts("transport", t(transport)),
+                Label::from_static_parts("reason", reason),
+            ],
+        )
+    };
+    with_key(series, build, |key| metrics::with_recorder(|r| r.register_counter(key, &METADATA)).increment(1));
 }
 
 pub(crate) fn fallback(service: &'static str, from: Transport, to: Transport, reason: &'static str) {
@@ -118,6 +237,79 @@ pub(crate) fn connection_closed(transport: Transport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::method::MethodKind;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    static ECHO: MethodDesc = MethodDesc {
+        path: "/t.Echo/Say",
+        service: "t.Echo",
+        method: "Say",
+        config_name: "echo",
+        kind: MethodKind::Unary,
+        idempotent: false,
+        fingerprint: 0,
+        codec: crate::codec::WireCodec::Postcard,
+    };
+
+    /// Every series with its labels (sorted) and value, as the recorder holds them.
+    fn recorded(run: impl FnOnce()) -> Vec<(String, Vec<String>, DebugValue)> {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, run);
+        let mut out: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let mut labels: Vec<_> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+                labels.sort();
+                (key.name().to_owned(), labels, value)
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
+    #[test]
+    fn cached_keys_reach_every_recorder_with_the_labels_the_macros_gave() {
+        let ms = Duration::from_millis(1);
+        // The first recorder makes this thread build the keys; the second gets the cached ones.
+        for _ in 0..2 {
+            let series = recorded(|| {
+                rpc(&ECHO, Transport::Iroh, Code::Ok, ms);
+                rpc(&ECHO, Transport::Iroh, Code::Ok, ms);
+                rpc(&ECHO, Transport::Grpc, Code::Unavailable, ms);
+                server_started(Some(&ECHO), Transport::Iroh);
+                server_finished(Some(&ECHO), Transport::Iroh, Code::Ok, ms);
+                server_started(None, Transport::Grpc);
+                selected(&ECHO, Transport::Iroh, "prefer_iroh_for");
+                selected(&ECHO, Transport::Iroh, "prefer_iroh_for");
+            });
+            let summary: Vec<_> = series
+                .iter()
+                .map(|(name, labels, value)| {
+                    let value = match value {
+                        DebugValue::Counter(n) => format!("counter {n}"),
+                        DebugValue::Gauge(g) => format!("gauge {}", g.into_inner()),
+                        DebugValue::Histogram(h) => format!("histogram x{}", h.len()),
+                    };
+                    format!("{name} {} {value}", labels.join(","))
+                })
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    "duet_rpc_duration_seconds code=Ok,method=Say,service=echo,transport=iroh histogram x2",
+                    "duet_rpc_duration_seconds code=Unavailable,method=Say,service=echo,transport=grpc histogram x1",
+                    "duet_server_calls_in_flight service=echo,transport=iroh gauge 0",
+                    "duet_server_calls_in_flight service=other,transport=grpc gauge 1",
+                    "duet_server_rpc_duration_seconds code=Ok,method=Say,service=echo,transport=iroh histogram x1",
+                    "duet_transport_selected_total reason=prefer_iroh_for,service=echo,transport=iroh counter 2",
+                ]
+            );
+        }
+    }
 
     #[test]
     fn code_names_are_what_debug_prints() {

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use futures_util::future::Either;
 use http::Extensions;
-use metrics::SharedString;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 use tracing::instrument::Instrumented;
@@ -32,7 +31,7 @@ pub(crate) fn attempt_span(desc: &'static MethodDesc, transport: Transport, reas
 
 /// Records how an attempt on one transport ended (`duet_rpc_duration_seconds`).
 pub(crate) fn attempt_finished(desc: &'static MethodDesc, transport: Transport, code: Code, started: Instant) {
-    crate::metrics::rpc(desc.config_name, desc.method, transport, code, started.elapsed());
+    crate::metrics::rpc(desc, transport, code, started.elapsed());
 }
 
 /// Runs one attempt on one transport inside its span and records its duration and code.
@@ -57,8 +56,8 @@ pub(crate) fn measured<T>(
 /// deadline has passed (tonic's own timeout drops a gRPC call at its deadline), else `CANCELLED` (the
 /// client went away).
 pub(crate) struct Served {
-    service: SharedString,
-    method: SharedString,
+    /// The method called; `None` for a plain tonic service or an unknown path.
+    desc: Option<&'static MethodDesc>,
     transport: Transport,
     start: Instant,
     /// The call's deadline, less the slack within which a dropped call counts as past it.
@@ -67,10 +66,10 @@ pub(crate) struct Served {
 }
 
 impl Served {
-    /// Starts observing a call of `service`/`method` (config name and proto method name).
-    pub fn start(service: SharedString, method: SharedString, transport: Transport) -> Self {
-        crate::metrics::server_started(&service, transport);
-        Self { service, method, transport, start: Instant::now(), deadline: None, done: false }
+    /// Starts observing a call of `desc` (`None`: a plain tonic service or an unknown path).
+    pub fn start(desc: Option<&'static MethodDesc>, transport: Transport) -> Self {
+        crate::metrics::server_started(desc, transport);
+        Self { desc, transport, start: Instant::now(), deadline: None, done: false }
     }
 
     /// Notes the call's relative deadline, for a call dropped without an answer. A client gives up
@@ -89,7 +88,7 @@ impl Served {
 
     fn record(&mut self, code: Code) {
         if !std::mem::replace(&mut self.done, true) {
-            crate::metrics::server_finished(&self.service, &self.method, self.transport, code, self.start.elapsed());
+            crate::metrics::server_finished(self.desc, self.transport, code, self.start.elapsed());
         }
     }
 }

@@ -188,7 +188,7 @@ impl Dual {
         reason: &'static str,
         call: impl Future<Output = Result<T, Status>>,
     ) -> Result<T, Status> {
-        metrics::selected(desc.config_name, Transport::Grpc, reason);
+        metrics::selected(desc, Transport::Grpc, reason);
         let started = Instant::now();
         let result = measured(desc, Transport::Grpc, reason, call).await;
         let transport_ok = !matches!(&result, Err(s) if s.code() == tonic::Code::Unavailable);
@@ -211,7 +211,7 @@ impl Dual {
         retry_lost: bool,
         call: impl Future<Output = (Result<T, Failure>, bool)>,
     ) -> Attempt<T> {
-        metrics::selected(desc.config_name, Transport::Iroh, reason);
+        metrics::selected(desc, Transport::Iroh, reason);
         let started = Instant::now();
         let span = attempt_span(desc, Transport::Iroh, reason);
         let (result, silent) = call.instrument(span).await;
@@ -343,7 +343,7 @@ impl Dual {
             Choice::Grpc(reason) => return Box::pin(self.on_grpc(desc, reason, grpc(req))).await,
             Choice::Iroh { reason, fallback } => (reason, fallback),
         };
-        metrics::selected(desc.config_name, Transport::Iroh, reason);
+        metrics::selected(desc, Transport::Iroh, reason);
         let started = Instant::now();
         let span = attempt_span(desc, Transport::Iroh, reason);
         let stream = match self.connect(deadline, fallback).instrument(span.clone()).await {

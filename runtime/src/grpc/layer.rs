@@ -10,7 +10,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -88,8 +88,9 @@ pub(crate) fn fix_size_limit_status(status: tonic::Status) -> tonic::Status {
 pub(crate) struct ServeSetup {
     /// The user's middleware; `None` when there is none.
     pub stack: Arc<Stack>,
-    /// duet's own methods by path, for metric labels without an allocation per call.
-    pub methods: Arc<HashMap<&'static str, &'static MethodDesc>>,
+    /// duet's own methods by path, for metric labels without an allocation per call. Fixed when the
+    /// server starts, so a fast hash is safe with paths from the network: no one can add to it.
+    pub methods: Arc<FxHashMap<&'static str, &'static MethodDesc>>,
 }
 
 /// The layer duet puts on its gRPC router.
@@ -132,12 +133,9 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let desc = self.setup.methods.get(req.uri().path()).copied();
-        let served = match desc {
-            Some(desc) => Served::start(desc.config_name.into(), desc.method.into(), Transport::Grpc),
-            // Paths come from the network: labels taken from them would let any client grow the
-            // metric series without bound, so plain tonic services and unknown paths share one.
-            None => Served::start(OTHER.into(), OTHER.into(), Transport::Grpc),
-        };
+        // Paths come from the network: labels taken from them would let any client grow the metric
+        // series without bound, so plain tonic services and unknown paths share one (`other`).
+        let served = Served::start(desc, Transport::Grpc);
         let (mut parts, body) = req.into_parts();
         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
         let served = served.expires(crate::deadline::from_metadata(&metadata));
@@ -220,9 +218,6 @@ where
         if span.is_disabled() { call } else { Box::pin(call.instrument(span)) }
     }
 }
-
-/// The service and method label of calls to paths that are not duet methods.
-const OTHER: &str = "other";
 
 /// Brings a tonic response in line with the Iroh wire (size-limit codes, [`Trailers`]) and
 /// observes it to its end.

@@ -82,13 +82,13 @@ async fn start(
 
 /// The request header, with what is left of the deadline as the request leaves; the deadline travels
 /// once, as `timeout_micros`, not also as `grpc-timeout` metadata (the server puts that back).
-fn request_header(desc: &MethodDesc, mut md: MetadataMap, deadline: Deadline) -> RequestHeader {
+fn request_header(desc: &MethodDesc, mut md: MetadataMap, deadline: Deadline) -> RequestHeader<'static> {
     if !md.is_empty() {
         md.remove(GRPC_TIMEOUT);
     }
     let timeout = deadline.remaining();
     RequestHeader {
-        path: desc.path.to_owned(),
+        path: desc.path.into(),
         metadata: metadata_wire::to_wire(md),
         timeout_micros: timeout.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
         fingerprint: desc.fingerprint,
@@ -169,16 +169,19 @@ async fn read_single<Resp: Message>(
                 msg = Some(recv::decode_message(codec, encoding, kind, &body, limit).map_err(Failure::Answered)?);
             }
             Some(Ok(Frame { kind: FrameKind::Trailer, body })) => {
-                let status = super::parse_trailer(&body);
+                let mut status = super::parse_trailer(&body);
                 if status.code() != tonic::Code::Ok {
                     return Err(Failure::Answered(status));
                 }
                 let msg = msg.ok_or_else(|| Failure::Answered(Status::internal("Missing response message.")))?;
                 recv::read_end_if_there(&mut frames);
                 // As tonic does for unary calls, trailing metadata joins the response metadata.
-                let mut headers = md.into_headers();
-                headers.extend(status.metadata().clone().into_headers());
-                md = MetadataMap::from_headers(headers);
+                let trailing = std::mem::take(status.metadata_mut());
+                if !trailing.is_empty() {
+                    let mut headers = md.into_headers();
+                    headers.extend(trailing.into_headers());
+                    md = MetadataMap::from_headers(headers);
+                }
                 return Ok(Response::from_parts(md, msg, response_extensions()));
             }
             Some(Ok(Frame { kind, .. })) => {

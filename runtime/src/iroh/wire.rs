@@ -1,6 +1,8 @@
 //! The postcard bodies of the header and trailer frames: the `duet/1` wire spec in types, public so
 //! tools, fuzzers and other implementations can speak it.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -8,9 +10,10 @@ pub use crate::metadata_wire::Entry;
 
 /// First frame of every call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestHeader {
-    /// `/pkg.Service/Method`.
-    pub path: String,
+pub struct RequestHeader<'a> {
+    /// `/pkg.Service/Method`: the client's static path, the server's view into the frame it read.
+    #[serde(borrow)]
+    pub path: Cow<'a, str>,
     /// Request metadata as HTTP/2 header pairs.
     pub metadata: Vec<Entry>,
     /// Relative deadline in microseconds, as gRPC's `grpc-timeout`.

@@ -115,13 +115,14 @@ impl FromStr for TraceContext {
 /// The context a client call goes out with: `None` when the request already names its own
 /// `traceparent`, or has no context and `start` is false (tracing is off).
 pub(crate) fn outgoing(metadata: &mut MetadataMap, extensions: &Extensions, start: bool) -> Option<TraceContext> {
-    if metadata.contains_key(TRACEPARENT) {
+    let parent = extensions.get::<TraceContext>();
+    // A name looked up by `&str` is parsed first: skipped where the answer cannot matter.
+    if (parent.is_none() && !start) || (!metadata.is_empty() && metadata.contains_key(TRACEPARENT)) {
         return None;
     }
-    let ctx = match extensions.get::<TraceContext>() {
+    let ctx = match parent {
         Some(parent) => parent.child(),
-        None if start => TraceContext::new_root(),
-        None => return None,
+        None => TraceContext::new_root(),
     };
     let value = MetadataValue::try_from(ctx.to_string()).expect("traceparent is ASCII");
     metadata.insert(TRACEPARENT, value);

@@ -13,7 +13,7 @@ use duet_tests::services::KindsImpl;
 use iroh::endpoint::Connection;
 
 fn header(path: &str, fingerprint: u64) -> Vec<u8> {
-    let h = RequestHeader { path: path.into(), metadata: vec![], timeout_micros: None, fingerprint };
+    let h = RequestHeader { path: path.to_owned().into(), metadata: vec![], timeout_micros: None, fingerprint };
     encode_frame(FrameKind::RequestHeader, &wire::encode(&h)).to_vec()
 }
 

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use http::Extensions;
 use iroh::EndpointId;
-use tokio_util::sync::CancellationToken;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 use tonic::metadata::MetadataMap;
 use tracing::Instrument;
 
@@ -56,7 +56,8 @@ pub struct ServerCall {
     pub(super) limits: Limits,
     pub(super) peer: EndpointId,
     pub(super) header_timeout: Duration,
-    pub(super) drained: CancellationToken,
+    /// Counts the call as in flight for a draining server until its reply is written.
+    pub(super) in_flight: TaskTrackerToken,
     pub(super) stack: Arc<Stack>,
     /// The encoding of the request's compressed messages (its `grpc-encoding`).
     pub(super) inbound: Option<CompressionEncoding>,
@@ -207,9 +208,19 @@ impl ServerCall {
         Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
     {
         let ServerCall {
-            metadata, timeout, fingerprint, frames, mut send, limits, peer, drained, stack, outbound, ..
+            metadata,
+            timeout,
+            fingerprint,
+            frames,
+            mut send,
+            limits,
+            peer,
+            in_flight,
+            stack,
+            outbound,
+            ..
         } = self;
-        let served = Served::start(desc.config_name.into(), desc.method.into(), Transport::Iroh).expires(timeout);
+        let served = Served::start(Some(desc), Transport::Iroh).expires(timeout);
         let mut ext = Extensions::new();
         ext.insert(IrohPeer(peer));
         let span = serve_span(desc.path, Transport::Iroh, &metadata, &mut ext);
@@ -274,13 +285,12 @@ impl ServerCall {
             }
             match outcome {
                 Outcome::Done(_) => {
-                    // Stay until the client has acknowledged the reply (or the server drains), as a
-                    // plain QUIC echo does: a task that ends at once leaves its worker thread idle to
-                    // park, and the next call's stream must wake it through the kernel.
-                    tokio::select! {
-                        _ = send.stream().stopped() => {}
-                        () = drained.cancelled() => {}
-                    }
+                    // Stay until the client has acknowledged the reply, as a plain QUIC echo does: a
+                    // task that ends at once leaves its worker thread idle to park, and the next
+                    // call's stream must wake it through the kernel. A draining server does not
+                    // wait for this (the call is done); closing the endpoint ends the wait.
+                    drop(in_flight);
+                    let _ = send.stream().stopped().await;
                 }
                 Outcome::Cancelled => tracing::debug!(path = desc.path, "call cancelled by the client"),
                 Outcome::Deadline => {

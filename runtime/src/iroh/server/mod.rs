@@ -6,7 +6,7 @@ mod call;
 mod header;
 mod reply;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use iroh::EndpointId;
 use iroh::endpoint::{Connection, RecvStream, SendStream};
 use iroh::protocol::{AcceptError, ProtocolHandler};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use super::frame::{Frame, FrameKind};
 use super::recv::{self};
@@ -38,15 +38,14 @@ pub use header::{CallHeader, read_call_header};
 /// hold handler slots longer than this.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The services one Iroh endpoint serves, by fully qualified name.
+/// The services one Iroh endpoint serves, by fully qualified name. The services are fixed when
+/// the server starts, so a fast hash is safe with names from the network: no one can add to them.
 pub(crate) struct Registry {
-    services: HashMap<&'static str, Arc<dyn IrohService>>,
+    services: FxHashMap<&'static str, Arc<dyn IrohService>>,
     limits: Limits,
     tracker: TaskTracker,
     max_concurrent_calls: u32,
     draining: AtomicBool,
-    /// Cancelled with `draining` set: ends the tasks that wait for their reply's acknowledgement.
-    drained: CancellationToken,
     access: AccessControl,
     header_timeout: Duration,
     stack: Arc<Stack>,
@@ -89,14 +88,12 @@ impl DuetProtocol {
         let CallSettings { limits, max_concurrent_calls, access, header_timeout, stack, compression } = settings;
         let services = services.into_iter().map(|s| (s.name(), s)).collect();
         let draining = AtomicBool::new(false);
-        let drained = CancellationToken::new();
         let registry = Registry {
             services,
             limits,
             tracker,
             max_concurrent_calls,
             draining,
-            drained,
             access,
             header_timeout,
             stack,
@@ -108,7 +105,6 @@ impl DuetProtocol {
     /// From now on, new calls are refused with `UNAVAILABLE` while calls in flight finish.
     pub fn drain(&self) {
         self.registry.draining.store(true, Ordering::SeqCst);
-        self.registry.drained.cancel();
     }
 }
 
@@ -131,14 +127,17 @@ impl ProtocolHandler for DuetProtocol {
         conn.set_max_concurrent_bi_streams(self.registry.max_concurrent_calls.into());
         while let Ok((send, recv)) = conn.accept_bi().await {
             let registry = self.registry.clone();
-            self.registry.tracker.spawn(async move { registry.serve_stream(peer, send, recv).await });
+            let in_flight = self.registry.tracker.token();
+            // Boxed: a task's future is copied as it is spawned and again as it ends, and this one
+            // is over a kilobyte (the header's read, the call, the error paths' replies).
+            tokio::spawn(Box::pin(async move { registry.serve_stream(peer, send, recv, in_flight).await }));
         }
         Ok(())
     }
 }
 
 impl Registry {
-    async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream) {
+    async fn serve_stream(&self, peer: EndpointId, send: SendStream, recv: RecvStream, in_flight: TaskTrackerToken) {
         let mut frames = recv::frames(recv, self.limits.max_decoding_message_size);
         let mut send = FrameSender::new(send);
         if self.draining.load(Ordering::SeqCst) {
@@ -146,11 +145,12 @@ impl Registry {
             let _ = send.trailer(&trailer_from_status(&status)).await;
             return;
         }
-        let header = match tokio::time::timeout(self.header_timeout, frames.next()).await {
+        let first = tokio::time::timeout(self.header_timeout, frames.next()).await;
+        let header = match &first {
             Err(_) => Err(Status::deadline_exceeded("no request header received in time")),
             Ok(None) => return,
             Ok(Some(Err(e))) => Err(e.to_status()),
-            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => read_call_header(&body),
+            Ok(Some(Ok(Frame { kind: FrameKind::RequestHeader, body }))) => read_call_header(body),
             Ok(Some(Ok(Frame { kind, .. }))) => {
                 Err(Status::internal(format!("protocol error: expected a request header, got a {kind:?} frame")))
             }
@@ -201,7 +201,7 @@ impl Registry {
             limits: self.limits,
             peer,
             header_timeout: self.header_timeout,
-            drained: self.drained.clone(),
+            in_flight,
             stack: self.stack.clone(),
             inbound,
             outbound,
