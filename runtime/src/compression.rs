@@ -22,10 +22,11 @@
 //! ```
 
 use std::io::Read;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 pub use tonic::codec::CompressionEncoding;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 
 use tonic::Status;
 
@@ -33,6 +34,9 @@ use tonic::Status;
 pub(crate) const ENCODING: &str = "grpc-encoding";
 /// The metadata key listing the encodings a side accepts.
 pub(crate) const ACCEPT_ENCODING: &str = "grpc-accept-encoding";
+/// [`ENCODING`] and [`ACCEPT_ENCODING`] parsed once: a key given as `&str` is parsed at every lookup.
+static ENCODING_KEY: LazyLock<MetadataKey<Ascii>> = LazyLock::new(|| MetadataKey::from_static(ENCODING));
+static ACCEPT_ENCODING_KEY: LazyLock<MetadataKey<Ascii>> = LazyLock::new(|| MetadataKey::from_static(ACCEPT_ENCODING));
 
 /// One side's compression: the encoding it sends with, if any, and the encodings it accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +98,7 @@ impl Compression {
         if metadata.is_empty() {
             return Ok(None);
         }
-        let Some(value) = metadata.get(ENCODING) else { return Ok(None) };
+        let Some(value) = metadata.get(&*ENCODING_KEY) else { return Ok(None) };
         let value = value.to_str().unwrap_or("");
         if value == "identity" {
             return Ok(None);
@@ -122,7 +126,7 @@ impl Compression {
         if request.is_empty() {
             return None;
         }
-        let accepts = request.get(ACCEPT_ENCODING)?.to_str().ok()?;
+        let accepts = request.get(&*ACCEPT_ENCODING_KEY)?.to_str().ok()?;
         accepts.split(',').any(|e| e.trim() == name(ours)).then_some(ours)
     }
 }

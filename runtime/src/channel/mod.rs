@@ -380,18 +380,15 @@ where
 {
     let (metadata, mut extensions, body) = req.into_parts();
     extensions.insert(CallInfo { path: desc.path.into(), transport: None });
-    let slot = crate::middleware::Body::new();
-    let left = slot.clone();
     let head = Request::from_parts(metadata, extensions, ());
-    let head = crate::middleware::run(stack, head, move |head| async move {
+    let (head, body) = crate::middleware::run(stack, head, move |head| async move {
         let (metadata, extensions, ()) = head.into_parts();
         let (metadata, body, extensions) = route(Request::from_parts(metadata, extensions, body)).await?.into_parts();
-        left.put(body);
-        Ok(Response::from_parts(metadata, (), extensions))
+        Ok((Response::from_parts(metadata, (), extensions), body))
     })
     .await?;
     let (metadata, (), extensions) = head.into_parts();
-    Ok(Response::from_parts(metadata, slot.take()?, extensions))
+    Ok(Response::from_parts(metadata, body, extensions))
 }
 
 impl Route {

@@ -175,8 +175,6 @@ where
                 let mut extensions = std::mem::take(&mut parts.extensions);
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());
-                let slot = crate::middleware::Body::new();
-                let left = slot.clone();
                 let through = async move {
                     run(&stack, head, move |head| async move {
                         let (metadata, extensions, ()) = head.into_parts();
@@ -196,13 +194,12 @@ where
                         }
                         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
                         let extensions = std::mem::take(&mut parts.extensions);
-                        left.put((parts, body));
-                        Ok(Response::from_parts(metadata, (), extensions))
+                        Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
                     })
                     .await
                 };
                 Box::pin(async move {
-                    let resp = match through.await.and_then(|head| Ok((head, slot.take()?))) {
+                    let resp = match through.await {
                         Ok((head, (mut parts, body))) => {
                             let (metadata, (), extensions) = head.into_parts();
                             parts.headers = metadata.into_headers();

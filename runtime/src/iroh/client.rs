@@ -18,7 +18,7 @@ use crate::call::CallOptions;
 use crate::call::Transport;
 use crate::codec::{Message, WireCodec};
 use crate::compression::{Compression, CompressionEncoding};
-use crate::deadline::{Deadline, GRPC_TIMEOUT};
+use crate::deadline::{Deadline, GRPC_TIMEOUT_KEY};
 use crate::metadata_wire;
 use crate::method::MethodDesc;
 use crate::streaming::CallGuard;
@@ -84,7 +84,7 @@ async fn start(
 /// once, as `timeout_micros`, not also as `grpc-timeout` metadata (the server puts that back).
 fn request_header(desc: &MethodDesc, mut md: MetadataMap, deadline: Deadline) -> RequestHeader<'static> {
     if !md.is_empty() {
-        md.remove(GRPC_TIMEOUT);
+        md.remove(&*GRPC_TIMEOUT_KEY);
     }
     let timeout = deadline.remaining();
     RequestHeader {

@@ -44,7 +44,7 @@ pub mod trace;
 use std::time::Duration;
 
 pub use interceptor::{AsyncIntercepted, AsyncInterceptorLayer, Intercepted, InterceptorLayer};
-pub(crate) use stack::{Body, Plan, Stack, check, run};
+pub(crate) use stack::{Plan, Stack, check, run};
 pub use trace::TraceContext;
 
 use crate::call::Transport;

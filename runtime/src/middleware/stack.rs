@@ -131,14 +131,38 @@ pub(crate) async fn check(checks: &[Check], mut head: Request<()>) -> Result<Req
     Ok(head)
 }
 
-impl Stack {}
+/// The rest of one call below the stack and the slot its response body comes back in, in one
+/// allocation: what the [`End`] of the stack runs, carried there in the request's extensions.
+struct Call<F, T> {
+    next: Mutex<Option<F>>,
+    body: Mutex<Option<T>>,
+}
 
-type Continue = Box<dyn FnOnce(Request<()>) -> BoxFuture<'static, Result<Response<()>, Status>> + Send>;
+/// A [`Call`] with its types erased, as the stack's end sees it.
+trait Next: Send + Sync {
+    /// Runs the call below the stack with the head as the layers left it; `None` if it already ran.
+    fn run(self: Arc<Self>, head: Request<()>) -> Option<BoxFuture<'static, Result<Response<()>, Status>>>;
+}
 
-/// The rest of one call below the stack, carried in the request's extensions to the [`End`] of the
-/// stack (extensions must be `Clone`, hence the shared slot).
+impl<F, Fut, T> Next for Call<F, T>
+where
+    F: FnOnce(Request<()>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(Response<()>, T), Status>> + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Arc<Self>, head: Request<()>) -> Option<BoxFuture<'static, Result<Response<()>, Status>>> {
+        let next = self.next.lock().ok()?.take()?;
+        Some(Box::pin(async move {
+            let (head, body) = next(head).await?;
+            *self.body.lock().expect("body slot") = Some(body);
+            Ok(head)
+        }))
+    }
+}
+
+/// A call's continuation in the request's extensions (extensions must be `Clone`, hence the `Arc`).
 #[derive(Clone)]
-struct Continuation(Arc<Mutex<Option<Continue>>>);
+struct Continuation(Arc<dyn Next>);
 
 /// The innermost service of every stack: hands the head, as the layers left it, to the call's own
 /// continuation.
@@ -155,56 +179,38 @@ impl Service<Request<()>> for End {
     }
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        let next = req.extensions_mut().remove::<Continuation>().and_then(|c| c.0.lock().ok()?.take());
-        match next {
-            Some(next) => next(req),
-            None => Box::pin(async {
+        let next = req.extensions_mut().remove::<Continuation>().and_then(|c| c.0.run(req));
+        next.unwrap_or_else(|| {
+            Box::pin(async {
                 Err(Status::internal(
                     "a middleware layer replaced the request's extensions and lost the call it was to run; \
                      add to the extensions rather than replacing them",
                 ))
-            }),
-        }
+            })
+        })
     }
 }
 
 /// Runs one call's head through `stack`, down to `next`, which runs the call itself with the head as
-/// the layers left it and returns the response head (the body stays with the caller of `run`).
-pub(crate) async fn run<F, Fut>(stack: &CallService, mut head: Request<()>, next: F) -> Result<Response<()>, Status>
+/// the layers left it and returns the response head and body; the body passes the layers aside.
+pub(crate) async fn run<F, Fut, T>(
+    stack: &CallService,
+    mut head: Request<()>,
+    next: F,
+) -> Result<(Response<()>, T), Status>
 where
     F: FnOnce(Request<()>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Response<()>, Status>> + Send + 'static,
+    Fut: Future<Output = Result<(Response<()>, T), Status>> + Send + 'static,
+    T: Send + 'static,
 {
-    let next: Continue = Box::new(move |head| Box::pin(next(head)));
-    head.extensions_mut().insert(Continuation(Arc::new(Mutex::new(Some(next)))));
-    stack.clone().oneshot(head).await
-}
-
-/// A slot the call's end leaves its response body in, for the caller of [`run`] to take back.
-pub(crate) struct Body<T>(Arc<Mutex<Option<T>>>);
-
-impl<T> Clone for Body<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<T> Body<T> {
-    pub fn new() -> Self {
-        Self(Arc::new(Mutex::new(None)))
-    }
-
-    pub fn put(&self, body: T) {
-        *self.0.lock().expect("body slot") = Some(body);
-    }
-
-    /// The body the call left, or `INTERNAL` if a layer answered without running the call.
-    pub fn take(&self) -> Result<T, Status> {
-        self.0.lock().expect("body slot").take().ok_or_else(|| {
-            Status::internal(
-                "a middleware layer answered a call without running it; a layer may refuse a call with a \
-                 Status, not invent its response",
-            )
-        })
-    }
+    let call = Arc::new(Call { next: Mutex::new(Some(next)), body: Mutex::new(None) });
+    head.extensions_mut().insert(Continuation(call.clone()));
+    let head = stack.clone().oneshot(head).await?;
+    let body = call.body.lock().expect("body slot").take().ok_or_else(|| {
+        Status::internal(
+            "a middleware layer answered a call without running it; a layer may refuse a call with a \
+             Status, not invent its response",
+        )
+    })?;
+    Ok((head, body))
 }

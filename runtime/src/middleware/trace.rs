@@ -23,10 +23,13 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::Extensions;
-use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 
 /// The metadata key of W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
+/// [`TRACEPARENT`] parsed once: a key given as `&str` is parsed at every lookup.
+static TRACEPARENT_KEY: std::sync::LazyLock<MetadataKey<Ascii>> =
+    std::sync::LazyLock::new(|| MetadataKey::from_static(TRACEPARENT));
 
 /// One span's place in a distributed trace, as W3C `traceparent` carries it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +67,7 @@ impl TraceContext {
         if metadata.is_empty() {
             return None;
         }
-        metadata.get(TRACEPARENT)?.to_str().ok()?.parse().ok()
+        metadata.get(&*TRACEPARENT_KEY)?.to_str().ok()?.parse().ok()
     }
 
     /// The trace id as 32 lowercase hex digits, as logs and tracing backends show it.
@@ -117,7 +120,7 @@ impl FromStr for TraceContext {
 pub(crate) fn outgoing(metadata: &mut MetadataMap, extensions: &Extensions, start: bool) -> Option<TraceContext> {
     let parent = extensions.get::<TraceContext>();
     // A name looked up by `&str` is parsed first: skipped where the answer cannot matter.
-    if (parent.is_none() && !start) || (!metadata.is_empty() && metadata.contains_key(TRACEPARENT)) {
+    if (parent.is_none() && !start) || (!metadata.is_empty() && metadata.contains_key(&*TRACEPARENT_KEY)) {
         return None;
     }
     let ctx = match parent {
@@ -125,7 +128,7 @@ pub(crate) fn outgoing(metadata: &mut MetadataMap, extensions: &Extensions, star
         None => TraceContext::new_root(),
     };
     let value = MetadataValue::try_from(ctx.to_string()).expect("traceparent is ASCII");
-    metadata.insert(TRACEPARENT, value);
+    metadata.insert(TRACEPARENT_KEY.clone(), value);
     Some(ctx)
 }
 

@@ -345,3 +345,46 @@ async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
     assert_eq!(reply.get_ref().text, r#"Some("4bf92f3577b34da6a3ce929d0e0e4736")"#);
     f.running.stop().await;
 }
+
+/// A layer that misbehaves: it answers without running the call, or drops the request's extensions
+/// (the call's continuation with them) on the way down.
+#[derive(Clone)]
+struct Misbehave(CallService, bool);
+
+impl tower::Service<Request<()>> for Misbehave {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxCallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<()>) -> Self::Future {
+        if self.1 {
+            return Box::pin(async { Ok(Response::new(())) });
+        }
+        *req.extensions_mut() = Default::default();
+        self.0.call(req)
+    }
+}
+
+#[tokio::test]
+async fn a_layer_that_invents_a_response_or_loses_the_call_gets_internal_on_every_transport() {
+    for (invents, says) in [(true, "without running it"), (false, "lost the call it was to run")] {
+        let server = duet::Server::builder()
+            .layer(tower::layer::layer_fn(move |inner| Misbehave(inner, invents)))
+            .add_service(KindsServer::new(KindsImpl::default()));
+        let running = harness::serve(server).await;
+        for via in VIAS {
+            let client = KindsClient::new(running.via(via));
+            let status = client.echo(echo("hi")).await.expect_err("the layer broke the call");
+            assert_eq!(status.code(), Code::Internal, "{via}: {status:?}");
+            assert!(status.message().contains(says), "{via}: {status:?}");
+            // The connection survives: the next call fails the same way, not as a transport error.
+            let again = client.echo(echo("hi")).await.expect_err("the layer broke the call");
+            assert_eq!(again.code(), Code::Internal, "{via}: {again:?}");
+        }
+        running.stop().await;
+    }
+}

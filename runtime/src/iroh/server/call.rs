@@ -88,16 +88,12 @@ where
     Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
 {
     ext.insert(CallInfo { path: path.into(), transport: Some(Transport::Iroh) });
-    let slot = crate::middleware::Body::new();
-    let left = slot.clone();
-    let head = crate::middleware::run(&stack, Request::from_parts(metadata, ext, ()), move |head| async move {
+    let (head, body) = crate::middleware::run(&stack, Request::from_parts(metadata, ext, ()), move |head| async move {
         let (metadata, ext, ()) = head.into_parts();
-        let (head, body) = make(frames, metadata, ext).await?.split();
-        left.put(body);
-        Ok(head)
+        Ok(make(frames, metadata, ext).await?.split())
     })
     .await?;
-    Ok(Reply::join(head, slot.take()?))
+    Ok(Reply::join(head, body))
 }
 
 #[derive(Clone, Copy)]

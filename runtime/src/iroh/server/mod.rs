@@ -165,12 +165,12 @@ impl Registry {
         // The deadline travels once, as `timeout_micros`; handlers and middleware read it as on gRPC,
         // and a `grpc-timeout` the client sent as metadata (an older duet) is not one the server keeps.
         if !metadata.is_empty() {
-            metadata.remove(crate::deadline::GRPC_TIMEOUT);
+            metadata.remove(&*crate::deadline::GRPC_TIMEOUT_KEY);
         }
         if let Some(t) = timeout
             && let Ok(value) = crate::deadline::to_grpc_timeout(t).parse()
         {
-            metadata.insert(crate::deadline::GRPC_TIMEOUT, value);
+            metadata.insert(crate::deadline::GRPC_TIMEOUT_KEY.clone(), value);
         }
         let (inbound, outbound) = match self.compression.incoming(&metadata) {
             Ok(inbound) => (inbound, self.compression.response_encoding(&metadata)),
