@@ -262,11 +262,12 @@ impl Client {
             Client::Tonic(c) => {
                 c.clone().unary(Blob { data: payload }).await.map_err(|e| e.to_string())?.into_inner().data.len()
             }
+            // duet's clients take `&self`: no clone per call, as tonic's `&mut self` needs.
             Client::Duet(c) => {
-                c.clone().unary(Blob { data: payload }).await.map_err(|e| e.to_string())?.into_inner().data.len()
+                c.unary(Blob { data: payload }).await.map_err(|e| e.to_string())?.into_inner().data.len()
             }
             Client::Dual(c) => {
-                let resp = c.clone().unary(Blob { data: payload }).await.map_err(|e| e.to_string())?;
+                let resp = c.unary(Blob { data: payload }).await.map_err(|e| e.to_string())?;
                 let via = resp.extensions().get::<duet::Transport>().copied();
                 if via != Some(duet::Transport::Iroh) {
                     return Err(format!("a Dual call went over {via:?}, not Iroh: it fell back"));
@@ -298,7 +299,7 @@ impl Client {
                 Ok(n)
             }
             Client::Duet(c) | Client::Dual(c) => {
-                let mut s = c.clone().download(size).await.map_err(|e| e.to_string())?.into_inner();
+                let mut s = c.download(size).await.map_err(|e| e.to_string())?.into_inner();
                 let mut n = 0;
                 while let Some(b) = s.next().await {
                     n += b.map_err(|e| e.to_string())?.data.len() as u64;
@@ -331,7 +332,7 @@ impl Client {
         match self {
             Client::Tonic(c) => Ok(c.clone().upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total),
             Client::Duet(c) | Client::Dual(c) => {
-                Ok(c.clone().upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total)
+                Ok(c.upload(blobs()).await.map_err(|e| e.to_string())?.into_inner().total)
             }
             Client::Raw(conn) => {
                 let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;

@@ -29,7 +29,7 @@ use crate::iroh::Failure;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::wire::{SCHEMA_MISMATCH_KEY, SCHEMA_MISMATCH_VALUE};
 use crate::method::MethodDesc;
-use crate::observe::{attempt_finished, attempt_span, measured};
+use crate::observe::{attempt_finished, attempt_span, measured, traced};
 use crate::routing::Plan;
 use crate::streaming::Streaming;
 use crate::{deadline, metrics};
@@ -202,20 +202,23 @@ impl Dual {
         metrics::fallback(desc.config_name, Transport::Iroh, Transport::Grpc, reason);
     }
 
-    /// Runs the Iroh part of a call and judges its outcome.
-    async fn attempt_iroh<T>(
-        &self,
+    /// Runs the Iroh part of a call and judges its outcome. Callers await it where they make it,
+    /// so its clock starts here.
+    fn attempt_iroh<'a, T>(
+        &'a self,
         desc: &'static MethodDesc,
         reason: &'static str,
         fallback: bool,
         retry_lost: bool,
-        call: impl Future<Output = (Result<T, Failure>, bool)>,
-    ) -> Attempt<T> {
+        call: impl Future<Output = (Result<T, Failure>, bool)> + 'a,
+    ) -> impl Future<Output = Attempt<T>> + 'a {
+        use futures_util::FutureExt;
+        // A combinator, not an async fn: one that took `call` and awaited it would hold two copies
+        // of the whole Iroh call, and every call through a Dual channel would carry the room.
         metrics::selected(desc, Transport::Iroh, reason);
         let started = Instant::now();
-        let span = attempt_span(desc, Transport::Iroh, reason);
-        let (result, silent) = call.instrument(span).await;
-        self.judge(desc, started, result, fallback, retry_lost, silent)
+        traced(attempt_span(desc, Transport::Iroh, reason), call)
+            .map(move |(result, silent)| self.judge(desc, started, result, fallback, retry_lost, silent))
     }
 
     /// Records an Iroh outcome (metrics, breaker, adaptive estimate) and decides what happens next.
