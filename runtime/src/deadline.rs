@@ -3,9 +3,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::LazyLock;
+
 use futures_util::FutureExt;
 use futures_util::future::Either;
-use tonic::metadata::MetadataMap;
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap};
 
 use tonic::Status;
 
@@ -13,8 +15,8 @@ use tonic::Status;
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// [`GRPC_TIMEOUT`] parsed once: a key given as `&str` is parsed at every lookup, which costs more
 /// than the lookup on a request that carries headers (every gRPC request does).
-pub(crate) static GRPC_TIMEOUT_KEY: std::sync::LazyLock<tonic::metadata::MetadataKey<tonic::metadata::Ascii>> =
-    std::sync::LazyLock::new(|| tonic::metadata::MetadataKey::from_static(GRPC_TIMEOUT));
+pub(crate) static GRPC_TIMEOUT_KEY: LazyLock<MetadataKey<Ascii>> =
+    LazyLock::new(|| MetadataKey::from_static(GRPC_TIMEOUT));
 
 /// The status of a call whose deadline passed (the message gRPC's own libraries use).
 pub(crate) fn exceeded() -> Status {
@@ -90,7 +92,8 @@ impl Deadline {
     }
 
     /// Runs `fut` until the deadline; past it, the call's answer is `DEADLINE_EXCEEDED`, made by
-    /// `expired`.
+    /// `expired`. Callers pass `fut` built in place and await the result where they make it: a
+    /// future held in a local and then awaited is stored twice in the caller's state.
     pub fn bound<T, E, F>(self, fut: F, expired: impl FnOnce(Status) -> E) -> impl Future<Output = Result<T, E>>
     where
         F: Future<Output = Result<T, E>>,

@@ -37,11 +37,6 @@ use tonic::Code;
 pub const DURATION_BUCKETS: [f64; 16] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0];
 
-const RPC_DURATION: &str = "duet_rpc_duration_seconds";
-const SERVER_DURATION: &str = "duet_server_rpc_duration_seconds";
-const IN_FLIGHT: &str = "duet_server_calls_in_flight";
-const SELECTED: &str = "duet_transport_selected_total";
-
 /// The service and method label of server calls to plain tonic services and unknown paths.
 const OTHER: &str = "other";
 
@@ -57,16 +52,17 @@ fn t(t: Transport) -> &'static str {
 
 /// One series of the per-call metrics, as plain words so that finding its key hashes a few
 /// integers: which metric, which method (its description's address; 0 for `other`), transport,
-/// code (or none) and reason (the address of the static text, or 0).
+/// code (or none) and reason (the static text's address and length; none is empty).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Series {
     metric: Metric,
     desc: usize,
     transport: Transport,
     code: Option<Code>,
-    reason: usize,
+    reason: (usize, usize),
 }
 
+/// duet's per-call metrics.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Metric {
     Rpc,
@@ -75,9 +71,21 @@ enum Metric {
     Selected,
 }
 
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Metric::Rpc => "duet_rpc_duration_seconds",
+            Metric::Served => "duet_server_rpc_duration_seconds",
+            Metric::InFlight => "duet_server_calls_in_flight",
+            Metric::Selected => "duet_transport_selected_total",
+        }
+    }
+}
+
 impl Series {
     fn new(metric: Metric, desc: Option<&'static MethodDesc>, transport: Transport, code: Option<Code>) -> Self {
-        Self { metric, desc: desc.map_or(0, |d| std::ptr::from_ref(d) as usize), transport, code, reason: 0 }
+        let desc = desc.map_or(0, |d| std::ptr::from_ref(d) as usize);
+        Self { metric, desc, transport, code, reason: (0, 0) }
     }
 }
 
@@ -114,14 +122,16 @@ fn labels(desc: Option<&'static MethodDesc>) -> (&'static str, &'static str) {
     desc.map_or((OTHER, OTHER), |d| (d.config_name, d.method))
 }
 
-pub(crate) fn rpc(desc: &'static MethodDesc, transport: Transport, code: Code, elapsed: Duration) {
-    let series = Series::new(Metric::Rpc, Some(desc), transport, Some(code));
+/// Records a call's duration in `metric`'s histogram, by service, method, transport and code.
+fn duration(metric: Metric, desc: Option<&'static MethodDesc>, transport: Transport, code: Code, elapsed: Duration) {
+    let series = Series::new(metric, desc, transport, Some(code));
     let build = || {
+        let (service, method) = labels(desc);
         Key::from_parts(
-            RPC_DURATION,
+            metric.name(),
             vec![
-                Label::from_static_parts("service", desc.config_name),
-                Label::from_static_parts("method", desc.method),
+                Label::from_static_parts("service", service),
+                Label::from_static_parts("method", method),
                 Label::from_static_parts("transport", t(transport)),
                 Label::from_static_parts("code", code_name(code)),
             ],
@@ -132,12 +142,17 @@ pub(crate) fn rpc(desc: &'static MethodDesc, transport: Transport, code: Code, e
     });
 }
 
+/// A client's attempt of `desc` on `transport` ended with `code` after `elapsed`.
+pub(crate) fn rpc(desc: &'static MethodDesc, transport: Transport, code: Code, elapsed: Duration) {
+    duration(Metric::Rpc, Some(desc), transport, code, elapsed);
+}
+
 fn in_flight(desc: Option<&'static MethodDesc>, transport: Transport, started: bool) {
     let series = Series::new(Metric::InFlight, desc, transport, None);
     let build = || {
         let (service, _) = labels(desc);
         Key::from_parts(
-            IN_FLIGHT,
+            Metric::InFlight.name(),
             vec![Label::from_static_parts("service", service), Label::from_static_parts("transport", t(transport))],
         )
     };
@@ -155,22 +170,7 @@ pub(crate) fn server_started(desc: Option<&'static MethodDesc>, transport: Trans
 /// A served call of `desc` ended with `code` after `elapsed`.
 pub(crate) fn server_finished(desc: Option<&'static MethodDesc>, transport: Transport, code: Code, elapsed: Duration) {
     in_flight(desc, transport, false);
-    let series = Series::new(Metric::Served, desc, transport, Some(code));
-    let build = || {
-        let (service, method) = labels(desc);
-        Key::from_parts(
-            SERVER_DURATION,
-            vec![
-                Label::from_static_parts("service", service),
-                Label::from_static_parts("method", method),
-                Label::from_static_parts("transport", t(transport)),
-                Label::from_static_parts("code", code_name(code)),
-            ],
-        )
-    };
-    with_key(series, build, |key| {
-        metrics::with_recorder(|r| r.register_histogram(key, &METADATA)).record(elapsed.as_secs_f64());
-    });
+    duration(Metric::Served, desc, transport, code, elapsed);
 }
 
 /// The code's name as `Debug` prints it (`Ok`, `Unavailable`, …), without formatting a string per call.
@@ -198,11 +198,11 @@ fn code_name(code: Code) -> &'static str {
 
 /// A Dual call of `desc` chose `transport` for `reason`.
 pub(crate) fn selected(desc: &'static MethodDesc, transport: Transport, reason: &'static str) {
-    let series =
-        Series { reason: reason.as_ptr() as usize, ..Series::new(Metric::Selected, Some(desc), transport, None) };
+    let reason_at = (reason.as_ptr() as usize, reason.len());
+    let series = Series { reason: reason_at, ..Series::new(Metric::Selected, Some(desc), transport, None) };
     let build = || {
         Key::from_parts(
-            SELECTED,
+            Metric::Selected.name(),
             vec![
                 Label::from_static_parts("service", desc.config_name),
                 Label::from_static_parts("transport", t(transport)),

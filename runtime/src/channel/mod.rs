@@ -138,16 +138,16 @@ pub(crate) struct Opened {
 /// deadline that passes here is the call's final answer, not a reason to try elsewhere. With `wait`
 /// false, a peer known to be unreachable is not waited for (see [`PeerSlot::connection`]).
 async fn iroh_connect(slot: &PeerSlot, deadline: Deadline, wait: bool) -> Result<Opened, Failure> {
-    // Built in place: a future held in a local and then moved is stored twice.
-    let open = deadline.bound(
-        async {
-            let c = slot.connection(wait).await.map_err(Failure::NotSent)?;
-            let streams = crate::iroh::open_stream(&c.conn).await?;
-            Ok(Opened { streams, watch: c.watch })
-        },
-        Failure::Answered,
-    );
-    open.await
+    deadline
+        .bound(
+            async {
+                let c = slot.connection(wait).await.map_err(Failure::NotSent)?;
+                let streams = crate::iroh::open_stream(&c.conn).await?;
+                Ok(Opened { streams, watch: c.watch })
+            },
+            Failure::Answered,
+        )
+        .await
 }
 
 /// A transport failure on a connection its watcher declared dead says so, rather than what QUIC

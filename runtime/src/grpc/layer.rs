@@ -175,8 +175,8 @@ where
                 let mut extensions = std::mem::take(&mut parts.extensions);
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());
-                let through = async move {
-                    run(&stack, head, move |head| async move {
+                Box::pin(async move {
+                    let through = run(&stack, head, move |head| async move {
                         let (metadata, extensions, ()) = head.into_parts();
                         parts.headers = metadata.into_headers();
                         parts.extensions = extensions;
@@ -195,10 +195,7 @@ where
                         let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
                         let extensions = std::mem::take(&mut parts.extensions);
                         Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
-                    })
-                    .await
-                };
-                Box::pin(async move {
+                    });
                     let resp = match through.await {
                         Ok((head, (mut parts, body))) => {
                             let (metadata, (), extensions) = head.into_parts();

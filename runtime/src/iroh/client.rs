@@ -242,7 +242,6 @@ pub(crate) async fn unary<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Resp>, Failure> {
     let (md, _, msg) = req.into_parts();
-    // Built in place: a future held in a local and then moved is stored twice.
     deadline
         .bound(
             async {
@@ -262,7 +261,6 @@ pub(crate) async fn server_streaming<Req: Message, Resp: Message>(
     deadline: Deadline,
 ) -> Result<Response<Streaming<Resp>>, Failure> {
     let (md, _, msg) = req.into_parts();
-    // Built in place: a future held in a local and then moved is stored twice.
     deadline
         .bound(
             async {
@@ -288,7 +286,6 @@ where
     Resp: Message,
 {
     let (md, _, requests) = req.into_parts();
-    // Built in place: a future held in a local and then moved is stored twice.
     deadline
         .bound(
             async {
@@ -334,7 +331,6 @@ where
     let (md, _, requests) = req.into_parts();
     let limit = opts.limits.max_encoding_message_size;
     let compression = opts.compression.sends();
-    // Built in place: a future held in a local and then moved is stored twice.
     deadline
         .bound(
             async {
