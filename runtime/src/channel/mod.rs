@@ -22,8 +22,7 @@ use crate::error::Error;
 use crate::iroh::connector::PeerSlot;
 use crate::iroh::{Connector, Failure, InFlight};
 use crate::method::MethodDesc;
-use crate::middleware::stack::Check;
-use crate::middleware::{CallInfo, CallService, Plan, Stack};
+use crate::middleware::{CallInfo, CallService, Check, Plan, Stack};
 use crate::observe::{measured, traced};
 use crate::peer_addr::PeerAddr;
 use crate::streaming::Streaming;
@@ -39,19 +38,18 @@ macro_rules! through_channel {
         let ($req, span) = $channel.outgoing($req, $desc);
         // Built in place: a future held in a local and then moved is stored twice.
         traced(span, async {
-            let req =
-                match $channel.stack.plan() {
-                    Plan::Empty => $req,
-                    Plan::Checks(checks) => checked(checks, $req, $desc).await?,
-                    Plan::Layers(stack) => {
-                        let (route, opts) = ($channel.route.clone(), $opts.clone());
-                        let through = through_stack(stack, $req, $desc, move |req| async move {
-                            route.$shape(req, $desc, &opts).await
-                        });
-                        // Boxed, as the call's own future below: one large future per call, not two.
-                        return Box::pin(through).await;
-                    }
-                };
+            let req = match $channel.stack.plan() {
+                Plan::Empty => $req,
+                Plan::Checks(checks) => checked(checks, $req, $desc).await?,
+                Plan::Layers(checks, stack) => {
+                    let (route, opts) = ($channel.route.clone(), $opts.clone());
+                    let through = through_stack(checks, stack, $req, $desc, move |req| async move {
+                        route.$shape(req, $desc, &opts).await
+                    });
+                    // Boxed, as the call's own future below: one large future per call, not two.
+                    return Box::pin(through).await;
+                }
+            };
             $channel.route.$shape(req, $desc, $opts).await
         })
         .await
@@ -367,6 +365,7 @@ async fn checked<B>(checks: &[Check], req: Request<B>, desc: &'static MethodDesc
 /// Runs a client call's head through the channel's middleware, down to `route`; the request body
 /// rides past the layers and the response body comes back the same way.
 async fn through_stack<B, R, F, Fut>(
+    checks: &[Check],
     stack: &CallService,
     req: Request<B>,
     desc: &'static MethodDesc,
@@ -380,8 +379,8 @@ where
 {
     let (metadata, mut extensions, body) = req.into_parts();
     extensions.insert(CallInfo { path: desc.path.into(), transport: None });
-    let head = Request::from_parts(metadata, extensions, ());
-    let (head, body) = crate::middleware::run(stack, head, move |head| async move {
+    let head = crate::middleware::check(checks, Request::from_parts(metadata, extensions, ())).await?;
+    let (head, body) = crate::middleware::run(stack.clone(), head, move |head| async move {
         let (metadata, extensions, ()) = head.into_parts();
         let (metadata, body, extensions) = route(Request::from_parts(metadata, extensions, body)).await?.into_parts();
         Ok((Response::from_parts(metadata, (), extensions), body))

@@ -169,33 +169,37 @@ where
                     }
                 })
             }
-            Plan::Layers(stack) => {
-                let stack = stack.clone();
+            Plan::Layers(_, layers) => {
+                let (stack, layers) = (self.setup.stack.clone(), layers.clone());
                 let path = path();
                 let mut extensions = std::mem::take(&mut parts.extensions);
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());
                 Box::pin(async move {
-                    let through = run(&stack, head, move |head| async move {
-                        let (metadata, extensions, ()) = head.into_parts();
-                        parts.headers = metadata.into_headers();
-                        parts.extensions = extensions;
-                        let resp = inner
-                            .oneshot(http::Request::from_parts(parts, body))
-                            .await
-                            .map_err(|e| into_status(e.into()))?;
-                        let (mut parts, body) = resp.into_parts();
-                        fix_status_headers(&mut parts.headers);
-                        // A trailers-only response is the handler's error: layers see it as one.
-                        if status_code(&parts.headers).is_some_and(|c| c != tonic::Code::Ok)
-                            && let Some(status) = Status::from_header_map(&parts.headers)
-                        {
-                            return Err(status);
-                        }
-                        let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
-                        let extensions = std::mem::take(&mut parts.extensions);
-                        Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
-                    });
+                    let through = async move {
+                        let head = check(stack.checks(), head).await?;
+                        run(layers, head, move |head| async move {
+                            let (metadata, extensions, ()) = head.into_parts();
+                            parts.headers = metadata.into_headers();
+                            parts.extensions = extensions;
+                            let resp = inner
+                                .oneshot(http::Request::from_parts(parts, body))
+                                .await
+                                .map_err(|e| into_status(e.into()))?;
+                            let (mut parts, body) = resp.into_parts();
+                            fix_status_headers(&mut parts.headers);
+                            // A trailers-only response is the handler's error: layers see it as one.
+                            if status_code(&parts.headers).is_some_and(|c| c != tonic::Code::Ok)
+                                && let Some(status) = Status::from_header_map(&parts.headers)
+                            {
+                                return Err(status);
+                            }
+                            let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+                            let extensions = std::mem::take(&mut parts.extensions);
+                            Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
+                        })
+                        .await
+                    };
                     let resp = match through.await {
                         Ok((head, (mut parts, body))) => {
                             let (metadata, (), extensions) = head.into_parts();

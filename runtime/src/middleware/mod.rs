@@ -38,13 +38,16 @@
 //! ```
 
 mod interceptor;
-pub(crate) mod stack;
+mod stack;
+mod through;
 pub mod trace;
 
 use std::time::Duration;
 
 pub use interceptor::{AsyncIntercepted, AsyncInterceptorLayer, Intercepted, InterceptorLayer};
-pub(crate) use stack::{Plan, Stack, check, run};
+pub(crate) use interceptor::{Check, check};
+pub(crate) use stack::{Plan, Stack};
+pub(crate) use through::run;
 pub use trace::TraceContext;
 
 use crate::call::Transport;

@@ -346,12 +346,23 @@ async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
     f.running.stop().await;
 }
 
-/// A layer that misbehaves: it answers without running the call, or drops the request's extensions
-/// (the call's continuation with them) on the way down.
+/// A layer that does something odd with the rest of the call.
 #[derive(Clone)]
-struct Misbehave(CallService, bool);
+struct Odd(CallService, Way);
 
-impl tower::Service<Request<()>> for Misbehave {
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    /// Answers without running the call.
+    Invents,
+    /// Drops the request's extensions (the call's continuation with them) on the way down.
+    Loses,
+    /// Runs the rest of the call a second time once it answered, as a naive retry would.
+    RunsTwice,
+    /// Runs the rest of the call on a task of its own (as tower's `Buffer` does): no misbehaviour.
+    Elsewhere,
+}
+
+impl tower::Service<Request<()>> for Odd {
     type Response = Response<()>;
     type Error = Status;
     type Future = BoxCallFuture;
@@ -361,30 +372,156 @@ impl tower::Service<Request<()>> for Misbehave {
     }
 
     fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        if self.1 {
-            return Box::pin(async { Ok(Response::new(())) });
+        use tower::ServiceExt;
+        match self.1 {
+            Way::Invents => Box::pin(async { Ok(Response::new(())) }),
+            Way::Loses => {
+                *req.extensions_mut() = Default::default();
+                self.0.call(req)
+            }
+            Way::RunsTwice => {
+                let again = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
+                let (first, inner) = (self.0.call(req), self.0.clone());
+                Box::pin(async move {
+                    first.await?;
+                    inner.oneshot(again).await
+                })
+            }
+            Way::Elsewhere => {
+                let inner = self.0.clone();
+                let task = tokio::spawn(inner.oneshot(req));
+                Box::pin(async move { task.await.expect("the layer's task") })
+            }
         }
-        *req.extensions_mut() = Default::default();
-        self.0.call(req)
     }
 }
 
 #[tokio::test]
-async fn a_layer_that_invents_a_response_or_loses_the_call_gets_internal_on_every_transport() {
-    for (invents, says) in [(true, "without running it"), (false, "lost the call it was to run")] {
+async fn a_layer_that_invents_a_response_loses_the_call_or_runs_it_twice_gets_internal_on_every_transport() {
+    let ways = [
+        (Way::Invents, "without running it"),
+        (Way::Loses, "lost the call it was to run"),
+        (Way::RunsTwice, "ran the rest of a call twice"),
+    ];
+    for (way, says) in ways {
         let server = duet::Server::builder()
-            .layer(tower::layer::layer_fn(move |inner| Misbehave(inner, invents)))
+            .layer(tower::layer::layer_fn(move |inner| Odd(inner, way)))
             .add_service(KindsServer::new(KindsImpl::default()));
         let running = harness::serve(server).await;
         for via in VIAS {
             let client = KindsClient::new(running.via(via));
             let status = client.echo(echo("hi")).await.expect_err("the layer broke the call");
-            assert_eq!(status.code(), Code::Internal, "{via}: {status:?}");
-            assert!(status.message().contains(says), "{via}: {status:?}");
+            assert_eq!(status.code(), Code::Internal, "{way:?} {via}: {status:?}");
+            assert!(status.message().contains(says), "{way:?} {via}: {status:?}");
             // The connection survives: the next call fails the same way, not as a transport error.
             let again = client.echo(echo("hi")).await.expect_err("the layer broke the call");
-            assert_eq!(again.code(), Code::Internal, "{via}: {again:?}");
+            assert_eq!(again.code(), Code::Internal, "{way:?} {via}: {again:?}");
         }
         running.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_layer_may_run_the_rest_of_a_call_on_another_task_on_both_sides_of_every_transport() {
+    let server = duet::Server::builder()
+        .layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)))
+        .add_service(KindsServer::new(KindsImpl::default()));
+    let running = harness::serve(server).await;
+    for via in VIAS {
+        let channel = running.via(via).layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)));
+        let client = KindsClient::new(channel);
+        let reply = client.echo(echo("far")).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        assert_eq!(reply.get_ref().text, "far", "{via}");
+        let stream = client.count(CountRequest { count: 3 }).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        assert_eq!(stream.into_inner().collect::<Vec<_>>().await.len(), 3, "{via}");
+    }
+    running.stop().await;
+}
+
+/// Records its name when a call passes it on the way in, and again (with `'`) on the way out.
+#[derive(Clone)]
+struct Mark(CallService, &'static str, Arc<Mutex<Vec<String>>>);
+
+impl tower::Service<Request<()>> for Mark {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxCallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        self.2.lock().unwrap().push(self.1.into());
+        let (call, name, log) = (self.0.call(req), self.1, self.2.clone());
+        Box::pin(async move {
+            let resp = call.await;
+            log.lock().unwrap().push(format!("{name}'"));
+            resp
+        })
+    }
+}
+
+/// An interceptor that records `name` and refuses calls that carry `x-refuse: name`.
+fn marking(name: &'static str, log: Log) -> impl Fn(Request<()>) -> Result<Request<()>, Status> {
+    move |req| {
+        log.lock().unwrap().push(name.into());
+        match req.metadata().get("x-refuse") {
+            Some(v) if v == name => Err(Status::permission_denied(name)),
+            _ => Ok(req),
+        }
+    }
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// One echo call, refused by the middleware named `refuse` if any: its outcome and the marks it left.
+async fn marked_call(client: &KindsClient, log: &Log, refuse: Option<&str>) -> (Result<(), Status>, Vec<String>) {
+    let mut req = Request::new(echo("order"));
+    if let Some(name) = refuse {
+        req.metadata_mut().insert("x-refuse", name.parse().unwrap());
+    }
+    log.lock().unwrap().clear();
+    let answer = client.echo(req).await.map(|_| ());
+    (answer, std::mem::take(&mut *log.lock().unwrap()))
+}
+
+#[tokio::test]
+async fn interceptors_and_layers_run_in_the_order_added_on_both_sides_of_every_transport() {
+    let log = Log::default();
+    let (l1, async_log) = (log.clone(), log.clone());
+    let server = duet::Server::builder()
+        .interceptor(marking("s1", log.clone()))
+        .layer(tower::layer::layer_fn(move |inner| Mark(inner, "s2", l1.clone())))
+        .async_interceptor(move |req: Request<()>| {
+            async_log.lock().unwrap().push("s3".into());
+            std::future::ready(Ok(req))
+        })
+        .interceptor(marking("s4", log.clone()))
+        .add_service(KindsServer::new(KindsImpl::default()));
+    let running = harness::serve(server).await;
+    for via in VIAS {
+        let l2 = log.clone();
+        let channel = running
+            .via(via)
+            .interceptor(marking("c1", log.clone()))
+            .layer(tower::layer::layer_fn(move |inner| Mark(inner, "c2", l2.clone())))
+            .interceptor(marking("c3", log.clone()));
+        let client = KindsClient::new(channel);
+        let (answer, order) = marked_call(&client, &log, None).await;
+        answer.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        assert_eq!(order, ["c1", "c2", "c3", "s1", "s2", "s3", "s4", "s2'", "c2'"], "{via}");
+        // A refusal ends the call where it is made: the layers outside it see the error pass, the
+        // ones inside never see the call.
+        let (answer, order) = marked_call(&client, &log, Some("s4")).await;
+        assert_eq!(answer.expect_err("refused").message(), "s4", "{via}");
+        assert_eq!(order, ["c1", "c2", "c3", "s1", "s2", "s3", "s4", "s2'", "c2'"], "{via}");
+        let (answer, order) = marked_call(&client, &log, Some("s1")).await;
+        assert_eq!(answer.expect_err("refused").message(), "s1", "{via}");
+        assert_eq!(order, ["c1", "c2", "c3", "s1", "c2'"], "{via}");
+        let (answer, order) = marked_call(&client, &log, Some("c1")).await;
+        assert_eq!(answer.expect_err("refused").message(), "c1", "{via}");
+        assert_eq!(order, ["c1"], "{via}");
+    }
+    running.stop().await;
 }

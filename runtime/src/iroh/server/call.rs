@@ -26,7 +26,7 @@ use crate::iroh::send::FrameSender;
 use crate::iroh::trailer_from_status;
 use crate::limits::Limits;
 use crate::method::MethodDesc;
-use crate::middleware::{CallInfo, CallService, Plan, Stack};
+use crate::middleware::{CallInfo, CallService, Check, Plan, Stack};
 use crate::observe::{Served, serve_span};
 use crate::peer::IrohPeer;
 use crate::streaming::BoxStream;
@@ -75,6 +75,7 @@ impl fmt::Debug for ServerCall {
 /// layers see the call's head before the request message is read, and the response's head after
 /// the handler returned.
 async fn through_stack<Resp, Make, Work>(
+    checks: &[Check],
     stack: CallService,
     path: &'static str,
     frames: Frames,
@@ -88,7 +89,8 @@ where
     Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
 {
     ext.insert(CallInfo { path: path.into(), transport: Some(Transport::Iroh) });
-    let (head, body) = crate::middleware::run(&stack, Request::from_parts(metadata, ext, ()), move |head| async move {
+    let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
+    let (head, body) = crate::middleware::run(stack, head, move |head| async move {
         let (metadata, ext, ()) = head.into_parts();
         Ok(make(frames, metadata, ext).await?.split())
     })
@@ -250,8 +252,8 @@ impl ServerCall {
                         let (metadata, ext, ()) = head.into_parts();
                         make(frames, metadata, ext).await
                     }
-                    Plan::Layers(service) => {
-                        through_stack(service.clone(), desc.path, frames, metadata, ext, make).await
+                    Plan::Layers(checks, service) => {
+                        through_stack(checks, service.clone(), desc.path, frames, metadata, ext, make).await
                     }
                 }
             };
