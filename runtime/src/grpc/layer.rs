@@ -176,30 +176,30 @@ where
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());
                 Box::pin(async move {
-                    let through = async move {
-                        let head = check(stack.checks(), head).await?;
-                        run(layers, head, move |head| async move {
-                            let (metadata, extensions, ()) = head.into_parts();
-                            parts.headers = metadata.into_headers();
-                            parts.extensions = extensions;
-                            let resp = inner
-                                .oneshot(http::Request::from_parts(parts, body))
-                                .await
-                                .map_err(|e| into_status(e.into()))?;
-                            let (mut parts, body) = resp.into_parts();
+                    let admitted = match check(stack.checks(), head).await {
+                        Ok(head) => head,
+                        Err(status) => return Ok(finish(status.into_http(), served)),
+                    };
+                    let through = run(layers, admitted, move |head| async move {
+                        let (metadata, extensions, ()) = head.into_parts();
+                        parts.headers = metadata.into_headers();
+                        parts.extensions = extensions;
+                        let resp = inner
+                            .oneshot(http::Request::from_parts(parts, body))
+                            .await
+                            .map_err(|e| into_status(e.into()))?;
+                        let (mut parts, body) = resp.into_parts();
+                        // A trailers-only response is the handler's error: layers see it as one.
+                        if status_code(&parts.headers).is_some_and(|c| c != tonic::Code::Ok) {
                             fix_status_headers(&mut parts.headers);
-                            // A trailers-only response is the handler's error: layers see it as one.
-                            if status_code(&parts.headers).is_some_and(|c| c != tonic::Code::Ok)
-                                && let Some(status) = Status::from_header_map(&parts.headers)
-                            {
+                            if let Some(status) = Status::from_header_map(&parts.headers) {
                                 return Err(status);
                             }
-                            let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
-                            let extensions = std::mem::take(&mut parts.extensions);
-                            Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
-                        })
-                        .await
-                    };
+                        }
+                        let metadata = MetadataMap::from_headers(std::mem::take(&mut parts.headers));
+                        let extensions = std::mem::take(&mut parts.extensions);
+                        Ok((Response::from_parts(metadata, (), extensions), (parts, body)))
+                    });
                     let resp = match through.await {
                         Ok((head, (mut parts, body))) => {
                             let (metadata, (), extensions) = head.into_parts();

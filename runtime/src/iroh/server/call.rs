@@ -26,7 +26,7 @@ use crate::iroh::send::FrameSender;
 use crate::iroh::trailer_from_status;
 use crate::limits::Limits;
 use crate::method::MethodDesc;
-use crate::middleware::{CallInfo, CallService, Check, Plan, Stack};
+use crate::middleware::{CallInfo, Plan, Stack};
 use crate::observe::{Served, serve_span};
 use crate::peer::IrohPeer;
 use crate::streaming::BoxStream;
@@ -69,33 +69,6 @@ impl fmt::Debug for ServerCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerCall").field("peer", &self.peer).field("timeout", &self.timeout).finish()
     }
-}
-
-/// Runs `make` (which reads the request and runs the handler) below the server's middleware: the
-/// layers see the call's head before the request message is read, and the response's head after
-/// the handler returned.
-async fn through_stack<Resp, Make, Work>(
-    checks: &[Check],
-    stack: CallService,
-    path: &'static str,
-    frames: Frames,
-    metadata: MetadataMap,
-    mut ext: Extensions,
-    make: Make,
-) -> Result<Reply<Resp>, Status>
-where
-    Resp: Message,
-    Make: FnOnce(Frames, MetadataMap, Extensions) -> Work + Send + 'static,
-    Work: Future<Output = Result<Reply<Resp>, Status>> + Send + 'static,
-{
-    ext.insert(CallInfo { path: path.into(), transport: Some(Transport::Iroh) });
-    let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
-    let (head, body) = crate::middleware::run(stack, head, move |head| async move {
-        let (metadata, ext, ()) = head.into_parts();
-        Ok(make(frames, metadata, ext).await?.split())
-    })
-    .await?;
-    Ok(Reply::join(head, body))
 }
 
 #[derive(Clone, Copy)]
@@ -252,8 +225,18 @@ impl ServerCall {
                         let (metadata, ext, ()) = head.into_parts();
                         make(frames, metadata, ext).await
                     }
+                    // The layers see the call's head before the request message is read, and the
+                    // response's head after the handler returned.
                     Plan::Layers(checks, service) => {
-                        through_stack(checks, service.clone(), desc.path, frames, metadata, ext, make).await
+                        let mut ext = ext;
+                        ext.insert(CallInfo { path: desc.path.into(), transport: Some(Transport::Iroh) });
+                        let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
+                        let (head, body) = crate::middleware::run(service.clone(), head, move |head| async move {
+                            let (metadata, ext, ()) = head.into_parts();
+                            Ok(make(frames, metadata, ext).await?.split())
+                        })
+                        .await?;
+                        Ok(Reply::join(head, body))
                     }
                 }
             };
