@@ -397,8 +397,21 @@ async fn measure_cost(
     Ok(())
 }
 
+/// Installs a log subscriber, as every service does: `RUST_LOG`, else `warn`, to stderr. With none
+/// at all, tracing hands every span of every contender (h2's, noq's, duet's) to the `log` crate, as
+/// its `log` feature (which noq-udp turns on) asks: thousands of instructions a call that no service
+/// which logs pays. Above `warn`, iroh's own `info` spans (its socket actor, each remote's actor)
+/// are entered on every packet and cost every QUIC contender alike (BENCHMARKS.md measures it):
+/// `RUST_LOG=info` shows what a service logging at `info` pays.
+fn logs() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    logs();
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::Server { contender }) => {
