@@ -379,8 +379,8 @@ where
 {
     let (metadata, mut extensions, body) = req.into_parts();
     extensions.insert(CallInfo { path: desc.path.into(), transport: None });
-    let head = crate::middleware::check(checks, Request::from_parts(metadata, extensions, ())).await?;
-    let (head, body) = crate::middleware::run(stack.clone(), head, move |head| async move {
+    let head = Request::from_parts(metadata, extensions, ());
+    let (head, body) = crate::middleware::run(checks, stack.clone(), head, move |head| async move {
         let (metadata, extensions, ()) = head.into_parts();
         let (metadata, body, extensions) = route(Request::from_parts(metadata, extensions, body)).await?.into_parts();
         Ok((Response::from_parts(metadata, (), extensions), body))

@@ -86,7 +86,7 @@ pub(crate) fn fix_size_limit_status(status: tonic::Status) -> tonic::Status {
 /// What the gRPC side of a server runs around every call, as the Iroh side does.
 #[derive(Clone, Default)]
 pub(crate) struct ServeSetup {
-    /// The user's middleware; `None` when there is none.
+    /// The user's middleware (an empty stack when there is none).
     pub stack: Arc<Stack>,
     /// duet's own methods by path, for metric labels without an allocation per call. Fixed when the
     /// server starts, so a fast hash is safe with paths from the network: no one can add to it.
@@ -176,11 +176,9 @@ where
                 extensions.insert(CallInfo { path, transport: Some(Transport::Grpc) });
                 let head = Request::from_parts(metadata, extensions, ());
                 Box::pin(async move {
-                    let admitted = match check(stack.checks(), head).await {
-                        Ok(head) => head,
-                        Err(status) => return Ok(finish(status.into_http(), served)),
-                    };
-                    let through = run(layers, admitted, move |head| async move {
+                    // The plan's checks are borrowed from the server's stack: this future holds the
+                    // stack itself and reads them from it.
+                    let through = run(stack.checks(), layers, head, move |head| async move {
                         let (metadata, extensions, ()) = head.into_parts();
                         parts.headers = metadata.into_headers();
                         parts.extensions = extensions;

@@ -1,5 +1,6 @@
-//! Interceptors as tower layers: tonic's synchronous shape, and an async one for checks that wait
-//! (a token service, a membership lookup).
+//! Interceptors: tonic's synchronous shape, and an async one for checks that wait (a token service,
+//! a membership lookup). Those added before any tower layer run as checks on the call's head, ahead
+//! of the stack; those added after one run as the tower layers here.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -165,12 +166,13 @@ where
     }
 }
 
-/// A synchronous interceptor, shared between its fast path and its layer.
+/// A synchronous interceptor, as a check holds it.
 pub(crate) type SyncCheck = Arc<dyn Fn(Request<()>) -> Result<Request<()>, Status> + Send + Sync>;
 /// An async interceptor, its future boxed.
 pub(crate) type AsyncCheck = Arc<dyn Fn(Request<()>) -> BoxFuture<'static, Result<Request<()>, Status>> + Send + Sync>;
 
-/// An interceptor as the fast path runs it: on the call's head, with no tower service around it.
+/// An interceptor as a check runs it: on the call's head, ahead of the tower stack, with no tower
+/// service around it.
 #[derive(Clone)]
 pub(crate) enum Check {
     Sync(SyncCheck),

@@ -17,7 +17,9 @@
 //! passes through it once, and the response's extensions name the transport that answered.
 //!
 //! Layers are applied in the order they are added: the first added is the outermost and sees the
-//! call first.
+//! call first. Interceptors added before any tower layer run ahead of the tower stack, before its
+//! readiness is asked: a call they refuse never waits for a layer's capacity (a concurrency limit,
+//! say).
 //!
 //! ```
 //! use duet::middleware::CallInfo;

@@ -14,7 +14,8 @@ use tonic::Response;
 
 type Wrap = Arc<dyn Fn(CallService) -> CallService + Send + Sync>;
 
-/// Layers in the order they were added, and the service they make around the call's own end.
+/// The interceptors that run ahead of the tower stack, then the layers in the order they were added
+/// and the service they make around the stack's end.
 #[derive(Clone, Default)]
 pub(crate) struct Stack {
     /// The interceptors added before any other layer. They are the outermost, so a call runs them in
@@ -31,7 +32,8 @@ pub(crate) enum Plan<'a> {
     Empty,
     /// Interceptors only, run in turn on the head.
     Checks(&'a [Check]),
-    /// Interceptors run in turn on the head, then a tower stack down to the call's continuation.
+    /// Interceptors run in turn on the head, then a tower stack down to its end, below which the call
+    /// runs (see `through`).
     Layers(&'a [Check], &'a CallService),
 }
 

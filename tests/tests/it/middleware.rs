@@ -354,10 +354,12 @@ struct Odd(CallService, Way);
 enum Way {
     /// Answers without running the call.
     Invents,
-    /// Drops the request's extensions (the call's continuation with them) on the way down.
+    /// Drops the request's extensions (the call's way to the stack's end with them) on the way down.
     Loses,
     /// Runs the rest of the call a second time once it answered, as a naive retry would.
     RunsTwice,
+    /// Gives up on the rest of the call at once and answers by itself a moment later.
+    Abandons,
     /// Runs the rest of the call on a task of its own (as tower's `Buffer` does): no misbehaviour.
     Elsewhere,
 }
@@ -387,6 +389,13 @@ impl tower::Service<Request<()>> for Odd {
                     inner.oneshot(again).await
                 })
             }
+            Way::Abandons => {
+                drop(self.0.call(req));
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(Response::new(()))
+                })
+            }
             Way::Elsewhere => {
                 let inner = self.0.clone();
                 let task = tokio::spawn(inner.oneshot(req));
@@ -397,11 +406,12 @@ impl tower::Service<Request<()>> for Odd {
 }
 
 #[tokio::test]
-async fn a_layer_that_invents_a_response_loses_the_call_or_runs_it_twice_gets_internal_on_every_transport() {
+async fn a_layer_that_invents_a_response_loses_abandons_or_reruns_the_call_gets_internal_on_every_transport() {
     let ways = [
         (Way::Invents, "without running it"),
         (Way::Loses, "lost the call it was to run"),
         (Way::RunsTwice, "ran the rest of a call twice"),
+        (Way::Abandons, "before the call below it did"),
     ];
     for (way, says) in ways {
         let server = duet::Server::builder()
@@ -410,18 +420,18 @@ async fn a_layer_that_invents_a_response_loses_the_call_or_runs_it_twice_gets_in
         let running = harness::serve(server).await;
         for via in VIAS {
             let client = KindsClient::new(running.via(via));
-            let status = client.echo(echo("hi")).await.expect_err("the layer broke the call");
+            let status = within(client.echo(echo("hi"))).await.expect_err("the layer broke the call");
             assert_eq!(status.code(), Code::Internal, "{way:?} {via}: {status:?}");
             assert!(status.message().contains(says), "{way:?} {via}: {status:?}");
             // The connection survives: the next call fails the same way, not as a transport error.
-            let again = client.echo(echo("hi")).await.expect_err("the layer broke the call");
+            let again = within(client.echo(echo("hi"))).await.expect_err("the layer broke the call");
             assert_eq!(again.code(), Code::Internal, "{way:?} {via}: {again:?}");
         }
         running.stop().await;
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_may_run_the_rest_of_a_call_on_another_task_on_both_sides_of_every_transport() {
     let server = duet::Server::builder()
         .layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)))
@@ -430,17 +440,69 @@ async fn a_layer_may_run_the_rest_of_a_call_on_another_task_on_both_sides_of_eve
     for via in VIAS {
         let channel = running.via(via).layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)));
         let client = KindsClient::new(channel);
-        let reply = client.echo(echo("far")).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
-        assert_eq!(reply.get_ref().text, "far", "{via}");
-        let stream = client.count(CountRequest { count: 3 }).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+        for _ in 0..20 {
+            // A lost wake-up would hang the call: the timeout makes it a failure.
+            let reply = within(client.echo(echo("far"))).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
+            assert_eq!(reply.get_ref().text, "far", "{via}");
+        }
+        let stream = within(client.count(CountRequest { count: 3 })).await.unwrap_or_else(|s| panic!("{via}: {s:?}"));
         assert_eq!(stream.into_inner().collect::<Vec<_>>().await.len(), 3, "{via}");
+    }
+    running.stop().await;
+}
+
+/// `call`, failed if it takes longer than any call here should.
+async fn within<T>(call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call hung")
+}
+
+/// The stack's end, sent off to be polled by a future beside the call in the same task.
+type Sent = (BoxCallFuture, tokio::sync::oneshot::Sender<Result<Response<()>, Status>>);
+
+/// A client layer that hands the rest of each call to whatever polls `Beside`'s receiver.
+#[derive(Clone)]
+struct Beside(CallService, tokio::sync::mpsc::UnboundedSender<Sent>);
+
+impl tower::Service<Request<()>> for Beside {
+    type Response = Response<()>;
+    type Error = Status;
+    type Future = BoxCallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let _ = self.1.send((self.0.call(req), answer));
+        Box::pin(async move { answered.await.map_err(|_| Status::internal("the end was dropped"))? })
+    }
+}
+
+#[tokio::test]
+async fn the_end_of_a_client_stack_may_be_polled_beside_the_call_in_its_own_task() {
+    let running = harness::serve(duet::Server::builder().add_service(KindsServer::new(KindsImpl::default()))).await;
+    for via in VIAS {
+        let (sender, mut ends) = tokio::sync::mpsc::unbounded_channel::<Sent>();
+        let channel = running.via(via).layer(tower::layer::layer_fn(move |inner| Beside(inner, sender.clone())));
+        let client = KindsClient::new(channel);
+        for i in 0..20 {
+            // The call and the future that polls its stack's end share one task (one waker).
+            let text = format!("beside {i}");
+            let beside = async {
+                let (end, answer) = ends.recv().await.expect("the layer sent the end");
+                let _ = answer.send(end.await);
+            };
+            let (reply, ()) = tokio::join!(within(client.echo(echo(&text))), beside);
+            assert_eq!(reply.unwrap_or_else(|s| panic!("{via}: {s:?}")).get_ref().text, text, "{via}");
+        }
     }
     running.stop().await;
 }
 
 /// Records its name when a call passes it on the way in, and again (with `'`) on the way out.
 #[derive(Clone)]
-struct Mark(CallService, &'static str, Arc<Mutex<Vec<String>>>);
+struct Mark(CallService, &'static str, Log);
 
 impl tower::Service<Request<()>> for Mark {
     type Response = Response<()>;

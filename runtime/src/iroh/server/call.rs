@@ -215,27 +215,29 @@ impl ServerCall {
                 served.finish(status.code());
                 return;
             }
+            // Middleware sees the call's head before the request message is read, and (layers) the
+            // response's head after the handler returned.
             let work = async move {
-                match stack.plan() {
-                    Plan::Empty => make(frames, metadata, ext).await,
-                    Plan::Checks(checks) => {
-                        let mut ext = ext;
-                        ext.insert(CallInfo { path: desc.path.into(), transport: Some(Transport::Iroh) });
-                        let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
-                        let (metadata, ext, ()) = head.into_parts();
+                let (checks, layers) = match stack.plan() {
+                    Plan::Empty => return make(frames, metadata, ext).await,
+                    Plan::Checks(checks) => (checks, None),
+                    Plan::Layers(checks, layers) => (checks, Some(layers)),
+                };
+                let mut ext = ext;
+                ext.insert(CallInfo { path: desc.path.into(), transport: Some(Transport::Iroh) });
+                let head = Request::from_parts(metadata, ext, ());
+                match layers {
+                    None => {
+                        let (metadata, ext, ()) = crate::middleware::check(checks, head).await?.into_parts();
                         make(frames, metadata, ext).await
                     }
-                    // The layers see the call's head before the request message is read, and the
-                    // response's head after the handler returned.
-                    Plan::Layers(checks, service) => {
-                        let mut ext = ext;
-                        ext.insert(CallInfo { path: desc.path.into(), transport: Some(Transport::Iroh) });
-                        let head = crate::middleware::check(checks, Request::from_parts(metadata, ext, ())).await?;
-                        let (head, body) = crate::middleware::run(service.clone(), head, move |head| async move {
-                            let (metadata, ext, ()) = head.into_parts();
-                            Ok(make(frames, metadata, ext).await?.split())
-                        })
-                        .await?;
+                    Some(layers) => {
+                        let (head, body) =
+                            crate::middleware::run(checks, layers.clone(), head, move |head| async move {
+                                let (metadata, ext, ()) = head.into_parts();
+                                Ok(make(frames, metadata, ext).await?.split())
+                            })
+                            .await?;
                         Ok(Reply::join(head, body))
                     }
                 }
