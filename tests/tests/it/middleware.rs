@@ -12,6 +12,7 @@ use duet_tests::harness::{self, Running, VIAS, Via};
 use duet_tests::pb::matrix::v1::{CountRequest, EchoRequest, KindsClient, KindsServer};
 use duet_tests::services::{KindsImpl, Tag};
 use futures_util::StreamExt;
+use tower::{Service, ServiceExt};
 
 const TOKEN: &str = "open-sesame";
 
@@ -24,27 +25,58 @@ struct Seen {
     timeout: Option<Duration>,
 }
 
-/// Adds `x-layer: seen` to every response head, and to the status of a refused call.
-#[derive(Clone)]
-struct Stamp(CallService);
+/// What a test layer does with each call: makes its future from the service below and the head.
+trait OnCall: Fn(&mut CallService, Request<()>) -> BoxCallFuture + Clone + Send + Sync + 'static {}
 
-impl tower::Service<Request<()>> for Stamp {
+impl<F: Fn(&mut CallService, Request<()>) -> BoxCallFuture + Clone + Send + Sync + 'static> OnCall for F {}
+
+/// A test layer, running its [`OnCall`] for every call that passes it.
+#[derive(Clone)]
+struct Around<F>(F);
+
+fn around<F: OnCall>(on_call: F) -> Around<F> {
+    Around(on_call)
+}
+
+impl<F: OnCall> tower::Layer<CallService> for Around<F> {
+    type Service = Wrapped<F>;
+
+    fn layer(&self, inner: CallService) -> Wrapped<F> {
+        Wrapped { inner, on_call: self.0.clone() }
+    }
+}
+
+/// The service an [`Around`] layer makes.
+#[derive(Clone)]
+struct Wrapped<F> {
+    inner: CallService,
+    on_call: F,
+}
+
+impl<F: OnCall> tower::Service<Request<()>> for Wrapped<F> {
     type Response = Response<()>;
     type Error = Status;
     type Future = BoxCallFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        let call = self.0.call(req);
+    fn call(&mut self, req: Request<()>) -> BoxCallFuture {
+        (self.on_call)(&mut self.inner, req)
+    }
+}
+
+/// Adds `x-layer: seen` to every response head.
+fn stamp() -> Around<impl OnCall> {
+    around(|inner: &mut CallService, req: Request<()>| -> BoxCallFuture {
+        let call = inner.call(req);
         Box::pin(async move {
             let mut resp = call.await?;
             resp.metadata_mut().insert("x-layer", "seen".parse().unwrap());
             Ok(resp)
         })
-    }
+    })
 }
 
 struct Fixture {
@@ -72,7 +104,7 @@ async fn start() -> Fixture {
                 _ => Err(Status::unauthenticated("no token")),
             }
         })
-        .layer(tower::layer::layer_fn(Stamp))
+        .layer(stamp())
         .add_service(KindsServer::new(KindsImpl::default()));
     Fixture { running: harness::serve(server).await, seen }
 }
@@ -153,31 +185,6 @@ async fn the_interceptor_sees_path_transport_peer_and_deadline_alike_on_both_tra
     f.running.stop().await;
 }
 
-/// A client layer that counts the calls it sees and the transport that answered each.
-#[derive(Clone)]
-struct Count(CallService, Arc<Mutex<Vec<Option<Transport>>>>);
-
-impl tower::Service<Request<()>> for Count {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxCallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        assert_eq!(req.extensions().get::<Tag>(), Some(&Tag("client".into())), "the interceptor ran first");
-        let call = self.0.call(req);
-        let log = self.1.clone();
-        Box::pin(async move {
-            let resp = call.await;
-            log.lock().unwrap().push(resp.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied()));
-            resp
-        })
-    }
-}
-
 #[tokio::test]
 async fn client_middleware_runs_once_per_call_on_every_transport_and_once_across_a_dual_fallback() {
     let mut f = start().await;
@@ -194,7 +201,17 @@ async fn client_middleware_runs_once_per_call_on_every_transport_and_once_across
                 req.extensions_mut().insert(Tag("client".into()));
                 Ok(req)
             })
-            .layer(tower::layer::layer_fn(move |inner| Count(inner, log.clone())))
+            // Counts the calls it sees and the transport that answered each.
+            .layer(around(move |inner: &mut CallService, req: Request<()>| {
+                assert_eq!(req.extensions().get::<Tag>(), Some(&Tag("client".into())), "the interceptor ran first");
+                let (call, log) = (inner.call(req), log.clone());
+                Box::pin(async move {
+                    let resp = call.await;
+                    let transport = resp.as_ref().ok().and_then(|r| r.extensions().get::<Transport>().copied());
+                    log.lock().unwrap().push(transport);
+                    resp
+                })
+            }))
     };
     for via in VIAS {
         intercepted.store(0, Ordering::SeqCst);
@@ -346,10 +363,7 @@ async fn traceparent_joins_the_client_span_and_the_server_span_in_one_trace() {
     f.running.stop().await;
 }
 
-/// A layer that does something odd with the rest of the call.
-#[derive(Clone)]
-struct Odd(CallService, Way);
-
+/// What [`odd`] does with the rest of a call.
 #[derive(Clone, Copy, Debug)]
 enum Way {
     /// Answers without running the call.
@@ -364,45 +378,36 @@ enum Way {
     Elsewhere,
 }
 
-impl tower::Service<Request<()>> for Odd {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxCallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<()>) -> Self::Future {
-        use tower::ServiceExt;
-        match self.1 {
+/// A layer that does something odd with the rest of the call, the `way` it is told.
+fn odd(way: Way) -> Around<impl OnCall> {
+    around(move |inner: &mut CallService, mut req: Request<()>| -> BoxCallFuture {
+        match way {
             Way::Invents => Box::pin(async { Ok(Response::new(())) }),
             Way::Loses => {
                 *req.extensions_mut() = Default::default();
-                self.0.call(req)
+                inner.call(req)
             }
             Way::RunsTwice => {
                 let again = Request::from_parts(req.metadata().clone(), req.extensions().clone(), ());
-                let (first, inner) = (self.0.call(req), self.0.clone());
+                let (first, inner) = (inner.call(req), inner.clone());
                 Box::pin(async move {
                     first.await?;
                     inner.oneshot(again).await
                 })
             }
             Way::Abandons => {
-                drop(self.0.call(req));
+                drop(inner.call(req));
                 Box::pin(async {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     Ok(Response::new(()))
                 })
             }
             Way::Elsewhere => {
-                let inner = self.0.clone();
-                let task = tokio::spawn(inner.oneshot(req));
+                let task = tokio::spawn(inner.clone().oneshot(req));
                 Box::pin(async move { task.await.expect("the layer's task") })
             }
         }
-    }
+    })
 }
 
 #[tokio::test]
@@ -414,9 +419,7 @@ async fn a_layer_that_invents_a_response_loses_abandons_or_reruns_the_call_gets_
         (Way::Abandons, "before the call below it did"),
     ];
     for (way, says) in ways {
-        let server = duet::Server::builder()
-            .layer(tower::layer::layer_fn(move |inner| Odd(inner, way)))
-            .add_service(KindsServer::new(KindsImpl::default()));
+        let server = duet::Server::builder().layer(odd(way)).add_service(KindsServer::new(KindsImpl::default()));
         let running = harness::serve(server).await;
         for via in VIAS {
             let client = KindsClient::new(running.via(via));
@@ -433,12 +436,10 @@ async fn a_layer_that_invents_a_response_loses_abandons_or_reruns_the_call_gets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layer_may_run_the_rest_of_a_call_on_another_task_on_both_sides_of_every_transport() {
-    let server = duet::Server::builder()
-        .layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)))
-        .add_service(KindsServer::new(KindsImpl::default()));
+    let server = duet::Server::builder().layer(odd(Way::Elsewhere)).add_service(KindsServer::new(KindsImpl::default()));
     let running = harness::serve(server).await;
     for via in VIAS {
-        let channel = running.via(via).layer(tower::layer::layer_fn(|inner| Odd(inner, Way::Elsewhere)));
+        let channel = running.via(via).layer(odd(Way::Elsewhere));
         let client = KindsClient::new(channel);
         for _ in 0..20 {
             // A lost wake-up would hang the call: the timeout makes it a failure.
@@ -459,32 +460,18 @@ async fn within<T>(call: impl Future<Output = Result<T, Status>>) -> Result<T, S
 /// The stack's end, sent off to be polled by a future beside the call in the same task.
 type Sent = (BoxCallFuture, tokio::sync::oneshot::Sender<Result<Response<()>, Status>>);
 
-/// A client layer that hands the rest of each call to whatever polls `Beside`'s receiver.
-#[derive(Clone)]
-struct Beside(CallService, tokio::sync::mpsc::UnboundedSender<Sent>);
-
-impl tower::Service<Request<()>> for Beside {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxCallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let _ = self.1.send((self.0.call(req), answer));
-        Box::pin(async move { answered.await.map_err(|_| Status::internal("the end was dropped"))? })
-    }
-}
-
 #[tokio::test]
 async fn the_end_of_a_client_stack_may_be_polled_beside_the_call_in_its_own_task() {
     let running = harness::serve(duet::Server::builder().add_service(KindsServer::new(KindsImpl::default()))).await;
     for via in VIAS {
         let (sender, mut ends) = tokio::sync::mpsc::unbounded_channel::<Sent>();
-        let channel = running.via(via).layer(tower::layer::layer_fn(move |inner| Beside(inner, sender.clone())));
+        // Hands the rest of each call to whatever polls `ends`.
+        let beside = around(move |inner: &mut CallService, req: Request<()>| -> BoxCallFuture {
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let _ = sender.send((inner.call(req), answer));
+            Box::pin(async move { answered.await.map_err(|_| Status::internal("the end was dropped"))? })
+        });
+        let channel = running.via(via).layer(beside);
         let client = KindsClient::new(channel);
         for i in 0..20 {
             // The call and the future that polls its stack's end share one task (one waker).
@@ -500,28 +487,17 @@ async fn the_end_of_a_client_stack_may_be_polled_beside_the_call_in_its_own_task
     running.stop().await;
 }
 
-/// Records its name when a call passes it on the way in, and again (with `'`) on the way out.
-#[derive(Clone)]
-struct Mark(CallService, &'static str, Log);
-
-impl tower::Service<Request<()>> for Mark {
-    type Response = Response<()>;
-    type Error = Status;
-    type Future = BoxCallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<()>) -> Self::Future {
-        self.2.lock().unwrap().push(self.1.into());
-        let (call, name, log) = (self.0.call(req), self.1, self.2.clone());
+/// Records `name` when a call passes on the way in, and again (with `'`) on the way out.
+fn mark(name: &'static str, log: Log) -> Around<impl OnCall> {
+    around(move |inner: &mut CallService, req: Request<()>| -> BoxCallFuture {
+        log.lock().unwrap().push(name.into());
+        let (call, log) = (inner.call(req), log.clone());
         Box::pin(async move {
             let resp = call.await;
             log.lock().unwrap().push(format!("{name}'"));
             resp
         })
-    }
+    })
 }
 
 /// An interceptor that records `name` and refuses calls that carry `x-refuse: name`.
@@ -551,10 +527,10 @@ async fn marked_call(client: &KindsClient, log: &Log, refuse: Option<&str>) -> (
 #[tokio::test]
 async fn interceptors_and_layers_run_in_the_order_added_on_both_sides_of_every_transport() {
     let log = Log::default();
-    let (l1, async_log) = (log.clone(), log.clone());
+    let async_log = log.clone();
     let server = duet::Server::builder()
         .interceptor(marking("s1", log.clone()))
-        .layer(tower::layer::layer_fn(move |inner| Mark(inner, "s2", l1.clone())))
+        .layer(mark("s2", log.clone()))
         .async_interceptor(move |req: Request<()>| {
             async_log.lock().unwrap().push("s3".into());
             std::future::ready(Ok(req))
@@ -563,11 +539,10 @@ async fn interceptors_and_layers_run_in_the_order_added_on_both_sides_of_every_t
         .add_service(KindsServer::new(KindsImpl::default()));
     let running = harness::serve(server).await;
     for via in VIAS {
-        let l2 = log.clone();
         let channel = running
             .via(via)
             .interceptor(marking("c1", log.clone()))
-            .layer(tower::layer::layer_fn(move |inner| Mark(inner, "c2", l2.clone())))
+            .layer(mark("c2", log.clone()))
             .interceptor(marking("c3", log.clone()));
         let client = KindsClient::new(channel);
         let (answer, order) = marked_call(&client, &log, None).await;
